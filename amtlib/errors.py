@@ -1,0 +1,57 @@
+"""The exceptions amtlib raises: one family, so ``except AmtlibError`` catches all of ours."""
+
+from __future__ import annotations
+
+
+class AmtlibError(Exception):
+    """Base class of every exception amtlib raises on purpose."""
+
+
+class ValidationError(AmtlibError, ValueError):
+    """Bad input: the message names the parameter, the rule, the value received and the fix."""
+
+
+class TuningJobFailedError(AmtlibError, RuntimeError):
+    """The tuning job stopped itself, for example because every one of its first jobs failed.
+
+    Every training job that finished before the error is already in the store.
+    """
+
+
+class WorkerDiedError(AmtlibError, RuntimeError):
+    """The worker process running a task ended before returning (``os._exit``, a signal, a segfault)."""
+
+
+class StoreError(AmtlibError, RuntimeError):
+    """The store cannot serve a request (corrupt record, conflicting configuration, ...)."""
+
+
+def describe_value(value: object) -> str:
+    """``repr`` of a value with its type, for error messages: ``-1 (int)``."""
+    return f"{value!r} ({type(value).__name__})"
+
+
+class TaskKilledError(WorkerDiedError):
+    """The worker process running a task was killed on request (``ProcessExecutor.kill``)."""
+
+
+class RemoteTaskError(AmtlibError, RuntimeError):
+    """A task failed in a worker process, and its own exception could not be sent back as itself.
+
+    Raised in place of an exception that cannot be pickled or unpickled, and for a result that
+    cannot travel between processes.
+
+    Attributes:
+        type_name: qualified name of the original exception type, such as ``"mylib.FitError"``.
+        message: ``str()`` of the original exception.
+        remote_traceback: the traceback formatted in the process where the error happened.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        super().__init__(type_name, message, remote_traceback)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"

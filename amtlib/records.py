@@ -1,0 +1,192 @@
+"""Frozen records and enums: what a training job is, what it reported, how it ended.
+
+Records are plain data. They go to the store as JSON (``to_dict``/``from_dict`` round-trip exactly)
+and to strategies as :class:`Trial`, the strategy's minimising view of a training job.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+class TrainingJobStatus(str, enum.Enum):
+    """AMT's training job statuses."""
+
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+    def is_finished(self) -> bool:
+        return self is not TrainingJobStatus.IN_PROGRESS
+
+
+class ObjectiveStatus(str, enum.Enum):
+    """AMT's objective statuses: did the job produce a usable objective value?"""
+
+    SUCCEEDED = "Succeeded"
+    PENDING = "Pending"
+    FAILED = "Failed"
+
+
+class ObjectiveType(str, enum.Enum):
+    """Direction of the objective metric."""
+
+    MAXIMIZE = "Maximize"
+    MINIMIZE = "Minimize"
+
+
+@dataclass(frozen=True)
+class Report:
+    """One step of intermediate metrics reported by a running training job."""
+
+    step: int
+    metrics: dict[str, float]
+    timestamp: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "metrics": self.metrics, "timestamp": self.timestamp}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Report:
+        return cls(int(data["step"]), dict(data["metrics"]), float(data["timestamp"]))
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training job of a tuning job, as recorded.
+
+    Attributes:
+        index: launch order, from 0.
+        name: ``<tuning job name>-<index + 1, 3 digits>``, as AMT names them.
+        hyperparameters: the tuned hyperparameters (static ones are on the tuning job).
+        status: ``InProgress``, ``Completed``, ``Failed`` or ``Stopped``.
+        objective_status: ``Pending``, ``Succeeded`` or ``Failed``.
+        objective_value: the final value of the objective metric, or ``None``.
+        metrics: final value of every metric the job returned.
+        failure_reason: why the job or its objective failed, or ``None``.
+        traceback: the formatted traceback of an exception raised by the job.
+        retryable: a failure of the machinery (a worker died), not of the job's own code.
+        attempt: 1 for the first launch, more when re-run after an interruption.
+        creation_time, start_time, end_time: seconds since the epoch.
+        reports: intermediate metrics, in the order they arrived.
+        stop_reason: why the tuner stopped the job, when it did.
+    """
+
+    index: int
+    name: str
+    hyperparameters: dict[str, Any]
+    status: TrainingJobStatus = TrainingJobStatus.IN_PROGRESS
+    objective_status: ObjectiveStatus = ObjectiveStatus.PENDING
+    objective_value: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    failure_reason: str | None = None
+    traceback: str | None = None
+    retryable: bool = False
+    attempt: int = 1
+    creation_time: float | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    reports: tuple[Report, ...] = ()
+    stop_reason: dict[str, Any] | None = None
+
+    def is_finished(self) -> bool:
+        return self.status.is_finished()
+
+    @property
+    def training_time(self) -> float | None:
+        """Seconds from start to end of the last attempt, when both are known."""
+        if self.start_time is None or self.end_time is None:
+            return None
+        return self.end_time - self.start_time
+
+    def replace(self, **changes: Any) -> TrainingJob:
+        return replace(self, **changes)
+
+    def to_dict(self, *, with_reports: bool = True) -> dict[str, Any]:
+        out = {
+            "index": self.index,
+            "name": self.name,
+            "hyperparameters": self.hyperparameters,
+            "status": self.status.value,
+            "objective_status": self.objective_status.value,
+            "objective_value": self.objective_value,
+            "metrics": {k: json_safe(v) for k, v in self.metrics.items()},
+            "failure_reason": self.failure_reason,
+            "traceback": self.traceback,
+            "retryable": self.retryable,
+            "attempt": self.attempt,
+            "creation_time": self.creation_time,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "stop_reason": self.stop_reason,
+        }
+        if with_reports:
+            out["reports"] = [r.to_dict() for r in self.reports]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingJob:
+        return cls(
+            index=int(data["index"]),
+            name=str(data["name"]),
+            hyperparameters=dict(data["hyperparameters"]),
+            status=TrainingJobStatus(data["status"]),
+            objective_status=ObjectiveStatus(data["objective_status"]),
+            objective_value=data.get("objective_value"),
+            metrics=dict(data.get("metrics") or {}),
+            failure_reason=data.get("failure_reason"),
+            traceback=data.get("traceback"),
+            retryable=bool(data.get("retryable", False)),
+            attempt=int(data.get("attempt", 1)),
+            creation_time=data.get("creation_time"),
+            start_time=data.get("start_time"),
+            end_time=data.get("end_time"),
+            reports=tuple(Report.from_dict(r) for r in data.get("reports") or ()),
+            stop_reason=data.get("stop_reason"),
+        )
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A strategy's view of a finished training job: the objective as a loss to minimise.
+
+    Attributes:
+        index: the training job's index.
+        hyperparameters: its tuned hyperparameters.
+        status: how the job ended.
+        loss: the objective value, sign-flipped for ``Maximize``; ``None`` when the objective failed.
+        intermediate: ``(step, loss)`` pairs of the objective metric reported while it ran.
+    """
+
+    index: int
+    hyperparameters: dict[str, Any]
+    status: TrainingJobStatus
+    loss: float | None
+    intermediate: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.loss is not None
+
+
+def json_safe(value: Any) -> Any:
+    """Python scalars for JSON: numpy scalars unwrapped, non-finite floats as ``None``."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return repr(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return repr(value)

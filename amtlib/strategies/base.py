@@ -1,0 +1,85 @@
+"""The strategy seam: ``ask`` for configurations, ``tell`` results, ``restore`` after a restart.
+
+A strategy sees the search space, a seed and frozen :class:`~amtlib.records.Trial` records, never the
+tuner, the store or the executor. It minimises: the tuner flips the sign once for ``Maximize``.
+
+Random streams come from :func:`trial_rng` and :func:`model_rng`, children of
+``numpy.random.SeedSequence(random_seed)``, so a draw never depends on timing or on other draws.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from amtlib.records import Trial
+from amtlib.space import SearchSpace
+
+
+def trial_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of the training job with this index (``SeedSequence`` child ``(0, index)``)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, index)))
+
+
+def model_rng(seed: int, purpose: int = 0) -> np.random.Generator:
+    """A random stream for a strategy's own model (child ``(1, purpose)``), apart from trial streams."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, purpose)))
+
+
+class Strategy(abc.ABC):
+    """How the next configurations are chosen.
+
+    Contract:
+        - ``ask(n)`` returns up to ``n`` new configurations (dicts of tuned hyperparameter values,
+          each inside the space). Fewer than ``n`` means nothing more can be proposed now; an empty
+          list while no job runs means the strategy is exhausted and the tuning job ends.
+        - ``tell(trial)`` is called once for every launched job when it finishes (completed, stopped
+          or failed), in the order they finish. Failed trials have ``loss=None``.
+        - ``restore(trials)`` is called once, before any ``ask``, on a resumed tuning job: ``trials``
+          are every job launched before, in launch order, finished ones with their results. Afterwards
+          the strategy must be in the state it would have reached by asking and being told them.
+        - The same seed, space and sequence of calls give the same configurations.
+
+    Args:
+        space: the ranges to search.
+        seed: the tuning job's ``random_seed``.
+        config: strategy-specific settings (``strategy_config``), already validated by the subclass.
+    """
+
+    name: ClassVar[str]
+    #: True when the strategy stops trials itself (Hyperband): the tuner then refuses early stopping.
+    stops_trials: ClassVar[bool] = False
+
+    def __init__(
+        self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None
+    ) -> None:
+        self.space = space
+        self.seed = seed
+        self.config = dict(config or {})
+        self.n_asked = 0
+
+    @abc.abstractmethod
+    def ask(self, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` new configurations."""
+
+    def tell(self, trial: Trial) -> None:  # noqa: B027 - a no-op is the right default
+        """Learn from a finished trial."""
+
+    def restore(self, trials: Sequence[Trial]) -> None:
+        """Rebuild the state of a resumed tuning job (see the class contract)."""
+        for trial in trials:
+            self._launched(trial.hyperparameters)
+        for trial in trials:
+            if trial.status.is_finished():
+                self.tell(trial)
+
+    def _launched(self, hyperparameters: Mapping[str, Any]) -> None:
+        """Note a configuration as launched; ``ask`` implementations call it for each they return."""
+        self.n_asked += 1
+
+    def describe(self) -> dict[str, Any]:
+        """Strategy-specific facts for ``TuningJob.describe()`` (e.g. learned scales)."""
+        return {}

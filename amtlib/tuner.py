@@ -1,0 +1,539 @@
+"""The Tuner: validate a tuning job's configuration, then run the ask -> submit -> tell loop.
+
+Data flow (one way): the strategy proposes configurations; the tuner records each launch in the store,
+submits :func:`amtlib._execution.run_training_job` to the executor, and when a job finishes records
+the result in the store *before* telling the strategy or launching anything else. Resuming a tuning
+job is replaying its stored records into a freshly seeded strategy (:meth:`Strategy.restore`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
+from dataclasses import dataclass
+from typing import Any
+
+from amtlib._execution import JobOutcome, JobSpec, run_training_job
+from amtlib._progress import ProgressBar
+from amtlib.errors import (
+    AmtlibError,
+    StoreError,
+    TuningJobFailedError,
+    ValidationError,
+    WorkerDiedError,
+    describe_value,
+)
+from amtlib.records import ObjectiveStatus, ObjectiveType, TrainingJob, TrainingJobStatus, Trial
+from amtlib.results import TuningJob
+from amtlib.space import Parameter, SearchSpace
+from amtlib.store import SQLiteStore, open_store
+from amtlib.strategies import make_strategy, parse_strategy
+from amtlib.strategies.grid import check_grid_space
+
+
+class ScalingWarning(UserWarning):
+    """An ``Auto`` range that spans several decades is searched linearly by this strategy."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When the tuning job stops launching training jobs (AMT's ``ResourceLimits`` plus one)."""
+
+    max_jobs: int
+    max_parallel_jobs: int
+    max_runtime_in_seconds: float | None
+    initial_failure_limit: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_jobs": self.max_jobs,
+            "max_parallel_jobs": self.max_parallel_jobs,
+            "max_runtime_in_seconds": self.max_runtime_in_seconds,
+            "initial_failure_limit": self.initial_failure_limit,
+        }
+
+
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_EXECUTOR_NAMES = ("process", "thread", "inline")
+
+
+def _positive_int(name: str, value: Any, *, optional: bool, fix: str) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        none = " or None" if optional else ""
+        raise ValidationError(
+            f"The {name!r} parameter of Tuner must be an int >= 1{none}. "
+            f"Got {describe_value(value)} instead. Fix: {fix}."
+        )
+    return int(value)
+
+
+def _parse_objective_type(value: Any) -> ObjectiveType:
+    if isinstance(value, str):
+        for member in ObjectiveType:
+            if value.strip().lower() in (member.value.lower(), member.value[:3].lower()):
+                return member
+    raise ValidationError(
+        "The 'objective_type' parameter of Tuner must be 'Maximize' or 'Minimize' "
+        f"(case-insensitive). Got {describe_value(value)} instead. Fix: pass objective_type="
+        "'Minimize' for a loss or error, 'Maximize' for accuracy-like metrics."
+    )
+
+
+def _check_static(
+    static: Mapping[str, Any] | None, ranges: Mapping[str, Parameter]
+) -> dict[str, Any]:
+    if static is None:
+        return {}
+    if not isinstance(static, Mapping):
+        raise ValidationError(
+            "The 'static_hyperparameters' parameter of Tuner must be a dict of name -> value. "
+            f"Got {describe_value(static)} instead. Fix: pass a dict such as {{'epochs': 10}}."
+        )
+    for name, value in static.items():
+        if not isinstance(name, str) or not name:
+            raise ValidationError(
+                f"static_hyperparameters: each name must be a non-empty string. Got "
+                f"{describe_value(name)}. Fix: name it with a string."
+            )
+        if name in ranges:
+            raise ValidationError(
+                f"Hyperparameter {name!r} is both tuned (hyperparameter_ranges) and static "
+                f"(static_hyperparameters={{{name!r}: {value!r}}}). A hyperparameter is one or the "
+                "other. Fix: remove it from one of them."
+            )
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValidationError(
+                f"static_hyperparameters[{name!r}] must be JSON-serialisable (str, number, bool, "
+                f"None, list, dict) so the store can record it. Got {describe_value(value)}. Fix: "
+                "load that object inside the training function, or bind it with "
+                "functools.partial(train, ...)."
+            ) from None
+    return dict(static)
+
+
+def _check_executor(executor: Any) -> None:
+    if executor is None or isinstance(executor, Executor) or executor in _EXECUTOR_NAMES:
+        return
+    raise ValidationError(
+        "The 'executor' parameter of Tuner must be None (local worker processes), 'process', "
+        "'thread', 'inline' or a concurrent.futures.Executor (e.g. dask's client.get_executor()). "
+        f"Got {describe_value(executor)} instead. Fix: pass one of those."
+    )
+
+
+class Tuner:
+    """A hyperparameter tuning job, AMT-style, for a Python training function.
+
+    Args:
+        train: called as ``train(hyperparameters)`` with a dict of the tuned and static
+            hyperparameters (plain Python values). Returns the objective metric's value, or a dict of
+            metrics that includes ``objective_metric_name``.
+        objective_metric_name: the metric to optimise.
+        hyperparameter_ranges: name -> ``ContinuousParameter``, ``IntegerParameter`` or
+            ``CategoricalParameter``, searched in declaration order.
+        objective_type: ``"Maximize"`` (the SDK's default) or ``"Minimize"``.
+        static_hyperparameters: fixed values passed to every job (JSON-serialisable).
+        strategy: ``"Random"`` or ``"Grid"`` (case-insensitive).
+        strategy_config: strategy-specific settings.
+        max_jobs: training jobs to launch in all, failed ones included. Grid: the grid's size (the
+            default), and only that. Others: default 1, as in the SDK.
+        max_parallel_jobs: training jobs running at once (default 1, as in the SDK).
+        max_runtime_in_seconds: stop launching when the tuning job has run this long; running jobs are
+            stopped where the executor can (the default one can), else waited for.
+        random_seed: seeds every random choice; the same seed gives the same Random and Grid
+            sequence whatever the parallelism. ``None`` draws one and records it.
+        job_name: the tuning job's name in the store; ``fit()`` with an existing name resumes it.
+            Default: ``tuning-job-<UTC time>-<random>``.
+        store: a SQLite file path (default ``"amtlib.db"``), ``":memory:"`` or a ``SQLiteStore``.
+        executor: ``None`` (``max_parallel_jobs`` local worker processes), ``"process"``,
+            ``"thread"``, ``"inline"`` or any ``concurrent.futures.Executor``.
+        early_stopping_type: ``"Off"`` (the default).
+        initial_failure_limit: if this many training jobs finish in a ``fit()`` and every one failed
+            (no job of the tuning job ever succeeded), stop with :class:`TuningJobFailedError`
+            instead of spending the rest of the budget. ``None`` never stops early.
+
+    Example:
+        >>> from amtlib import Tuner, ContinuousParameter
+        >>> tuner = Tuner(lambda hp: (hp["x"] - 0.3) ** 2, objective_metric_name="loss",
+        ...               objective_type="Minimize", strategy="Random", max_jobs=20,
+        ...               hyperparameter_ranges={"x": ContinuousParameter(0.0, 1.0)},
+        ...               random_seed=0, store=":memory:", executor="inline")
+        >>> job = tuner.fit()
+        >>> abs(job.best_training_job.hyperparameters["x"] - 0.3) < 0.1
+        True
+    """
+
+    def __init__(
+        self,
+        train: Callable[[dict[str, Any]], Any],
+        objective_metric_name: str = "objective",
+        hyperparameter_ranges: Mapping[str, Parameter] | None = None,
+        *,
+        objective_type: str = "Maximize",
+        static_hyperparameters: Mapping[str, Any] | None = None,
+        strategy: str = "Random",
+        strategy_config: Mapping[str, Any] | None = None,
+        max_jobs: int | None = None,
+        max_parallel_jobs: int = 1,
+        max_runtime_in_seconds: float | None = None,
+        random_seed: int | None = None,
+        job_name: str | None = None,
+        store: str | os.PathLike[str] | SQLiteStore | None = "amtlib.db",
+        executor: Executor | str | None = None,
+        early_stopping_type: str = "Off",
+        initial_failure_limit: int | None = 5,
+    ) -> None:
+        if not callable(train):
+            raise ValidationError(
+                f"The 'train' parameter of Tuner must be a callable taking a dict of "
+                f"hyperparameters. Got {describe_value(train)} instead. Fix: pass your training "
+                "function."
+            )
+        if not isinstance(objective_metric_name, str) or not objective_metric_name:
+            raise ValidationError(
+                "The 'objective_metric_name' parameter of Tuner must be a non-empty string. Got "
+                f"{describe_value(objective_metric_name)} instead. Fix: name the metric to optimise."
+            )
+        if hyperparameter_ranges is None:
+            raise ValidationError(
+                "The 'hyperparameter_ranges' parameter of Tuner is required. Got None. Fix: pass "
+                "a dict such as {'lr': ContinuousParameter(1e-4, 1.0)}."
+            )
+        self.train = train
+        self.objective_metric_name = objective_metric_name
+        self.objective_type = _parse_objective_type(objective_type)
+        self.space = SearchSpace(hyperparameter_ranges)
+        self.static_hyperparameters = _check_static(static_hyperparameters, self.space.ranges)
+        self.strategy = parse_strategy(strategy)
+        if strategy_config is not None and not isinstance(strategy_config, Mapping):
+            raise ValidationError(
+                "The 'strategy_config' parameter of Tuner must be a dict or None. Got "
+                f"{describe_value(strategy_config)} instead. Fix: pass a dict."
+            )
+        self.strategy_config = dict(strategy_config or {})
+        parallel = _positive_int(
+            "max_parallel_jobs", max_parallel_jobs, optional=False, fix="pass 1 or more"
+        )
+        jobs = _positive_int("max_jobs", max_jobs, optional=True, fix="pass 1 or more, or None")
+        if self.strategy == "Grid":
+            size = check_grid_space(self.space)
+            if jobs is not None and jobs != size:
+                raise ValidationError(
+                    f"The 'max_jobs' parameter of Tuner must equal the grid's size ({size}) with "
+                    f"strategy='Grid'. Got {jobs}. Fix: omit max_jobs, or pass max_jobs={size}."
+                )
+            jobs = size
+        runtime = max_runtime_in_seconds
+        if runtime is not None and (
+            isinstance(runtime, bool)
+            or not isinstance(runtime, (int, float))
+            or not math.isfinite(runtime)
+            or runtime <= 0
+        ):
+            raise ValidationError(
+                "The 'max_runtime_in_seconds' parameter of Tuner must be a number > 0 or None. Got "
+                f"{describe_value(runtime)} instead. Fix: pass a number of seconds, or None."
+            )
+        self.limits = Limits(
+            max_jobs=jobs if jobs is not None else 1,
+            max_parallel_jobs=parallel,  # type: ignore[arg-type]
+            max_runtime_in_seconds=None if runtime is None else float(runtime),
+            initial_failure_limit=_positive_int(
+                "initial_failure_limit", initial_failure_limit, optional=True,
+                fix="pass 1 or more, or None to never stop early",
+            ),
+        )  # fmt: skip
+        if random_seed is not None and (
+            isinstance(random_seed, bool) or not isinstance(random_seed, int) or random_seed < 0
+        ):
+            raise ValidationError(
+                "The 'random_seed' parameter of Tuner must be an int >= 0 or None. Got "
+                f"{describe_value(random_seed)} instead. Fix: pass e.g. random_seed=0."
+            )
+        self.random_seed = None if random_seed is None else int(random_seed)
+        if job_name is None:
+            job_name = f"tuning-job-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+        if not isinstance(job_name, str) or not _JOB_NAME.match(job_name):
+            raise ValidationError(
+                "The 'job_name' parameter of Tuner must be 1-128 characters of letters, digits, "
+                f"'.', '_' or '-', starting with a letter or digit. Got {describe_value(job_name)} "
+                "instead. Fix: pick a name such as 'my-job'."
+            )
+        self.job_name = job_name
+        if not isinstance(store, (str, os.PathLike, SQLiteStore)):
+            raise ValidationError(
+                "The 'store' parameter of Tuner must be a SQLite file path, ':memory:' or a "
+                f"SQLiteStore. Got {describe_value(store)} instead. Fix: pass store='amtlib.db'."
+            )
+        self.store = store
+        _check_executor(executor)
+        self.executor = executor
+        if not isinstance(early_stopping_type, str) or early_stopping_type.lower() != "off":
+            raise ValidationError(
+                "The 'early_stopping_type' parameter of Tuner must be 'Off' in this version. Got "
+                f"{describe_value(early_stopping_type)} instead. Fix: pass 'Off'."
+            )
+        self.early_stopping_type = "Off"
+        if self.strategy in ("Random", "Hyperband"):
+            wide = self.space.auto_ranges_spanning_decades()
+            if wide:
+                warnings.warn(
+                    f"Hyperparameter ranges {wide} span 3 or more decades with scaling_type 'Auto', "
+                    f"which the {self.strategy} strategy searches as 'Linear' (as AMT does): most "
+                    "jobs will land in the top decade. Pass scaling_type='Logarithmic' if the scale "
+                    "is multiplicative (learning rates, regularisation strengths).",
+                    ScalingWarning,
+                    stacklevel=2,
+                )
+        self._clock: Callable[[], float] = time.monotonic
+
+    def config(self) -> dict[str, Any]:
+        """What defines the tuning job: resuming it with another configuration is refused."""
+        return {
+            "objective": {"MetricName": self.objective_metric_name, "Type": self.objective_type.value},
+            "strategy": self.strategy,
+            "strategy_config": self.strategy_config,
+            "ranges": self.space.to_dict(),
+            "static_hyperparameters": self.static_hyperparameters,
+            "random_seed": self.random_seed,
+            "early_stopping_type": self.early_stopping_type,
+        }
+
+    def fit(self, *, progress: bool | None = None) -> TuningJob:
+        """Run the tuning job to completion (or resume it) and return its results.
+
+        Args:
+            progress: show a progress bar on stderr; default when stderr is a terminal.
+
+        Raises:
+            TuningJobFailedError: every one of the first ``initial_failure_limit`` jobs failed.
+        """
+        store, owned = open_store(self.store)
+        try:
+            run = _Run(self, store, progress)
+            run.execute()
+            return TuningJob(self.job_name, *store.get_tuning_job(self.job_name),
+                             store.get_training_jobs(self.job_name))  # fmt: skip
+        finally:
+            if owned:
+                store.close()
+
+
+class _Run:
+    """One call of ``Tuner.fit``: the loop and the state it needs."""
+
+    def __init__(self, tuner: Tuner, store: SQLiteStore, progress: bool | None) -> None:
+        self.tuner, self.store, self.name = tuner, store, tuner.job_name
+        self.limits = tuner.limits
+        self.clock = tuner._clock
+        config = tuner.config()
+        new_config = dict(config)
+        if new_config["random_seed"] is None:
+            new_config["random_seed"] = secrets.randbelow(2**31)
+        state = {"status": "InProgress", "creation_time": time.time(), "runtime_seconds": 0.0}
+        if store.create_tuning_job(self.name, {**new_config, "limits": self.limits.to_dict()}, state):
+            config = new_config
+            self.jobs: list[TrainingJob] = []
+        else:
+            stored, state = store.get_tuning_job(self.name)
+            config = _check_resumable(self.name, store, stored, config)
+            store.set_tuning_job_config(self.name, {**config, "limits": self.limits.to_dict()})
+            self.jobs = store.get_training_jobs(self.name)
+        self.state = state
+        self.seed = int(config["random_seed"])
+        self.strategy = make_strategy(
+            tuner.strategy, tuner.space, seed=self.seed, config=tuner.strategy_config
+        )
+        self.strategy.restore([self.trial(job) for job in self.jobs])
+        self.reruns = deque(j.index for j in self.jobs if j.status is TrainingJobStatus.IN_PROGRESS)
+        self.running: dict[Future[JobOutcome], int] = {}
+        self.stopping: str | None = None  # why nothing more is launched
+        self.out_of_time = False
+        self.finished_here = self.failed_here = 0
+        self.ever_succeeded = any(j.objective_status is ObjectiveStatus.SUCCEEDED for j in self.jobs)
+        self.progress = ProgressBar(self.limits.max_jobs, tuner.objective_type, enabled=progress)
+        self.progress.add(self.jobs)
+
+    def trial(self, job: TrainingJob) -> Trial:
+        """The strategy's view of a job: its objective as a loss to minimise."""
+        loss = job.objective_value
+        if loss is not None and self.tuner.objective_type is ObjectiveType.MAXIMIZE:
+            loss = -loss
+        if job.objective_status is not ObjectiveStatus.SUCCEEDED:
+            loss = None
+        return Trial(job.index, job.hyperparameters, job.status, loss)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        self.started = self.clock()
+        self.executor, owned = _resolve_executor(self.tuner.executor, self.limits.max_parallel_jobs)
+        self.save_state(status="InProgress", end_time=None, completion_reason=None)
+        status = "Stopped"
+        try:
+            while True:
+                self.launch()
+                if not self.running:
+                    break
+                done, _ = wait(self.running, timeout=self.time_left(), return_when=FIRST_COMPLETED)
+                for future in done:
+                    self.finish(future)
+                if not self.out_of_time and self.time_left() == 0.0:
+                    self.out_of_time = True
+                    self.stop_all("MaxRuntimeInSeconds reached")
+            status = "Completed"
+        except TuningJobFailedError as exc:
+            status = "Failed"
+            self.state["failure_reason"] = str(exc)
+            raise
+        finally:
+            self.abandon_running()
+            if owned:
+                self.executor.shutdown(wait=True, cancel_futures=True)
+            self.progress.close()
+            self.save_state(status=status, end_time=time.time())
+
+    def launch(self) -> None:
+        while len(self.running) < self.limits.max_parallel_jobs and self.stopping is None:
+            if self.reruns:
+                old = self.jobs[self.reruns.popleft()]
+                job = TrainingJob(old.index, old.name, old.hyperparameters, attempt=old.attempt + 1,
+                                  creation_time=old.creation_time)  # fmt: skip
+            elif len(self.jobs) < self.limits.max_jobs:
+                asked = self.strategy.ask(1)
+                if not asked:
+                    if not self.running:
+                        self.stopping = f"{self.tuner.strategy} strategy has nothing left to try"
+                    return
+                index = len(self.jobs)
+                job = TrainingJob(index, f"{self.name}-{index + 1:03d}", asked[0],
+                                  creation_time=time.time())  # fmt: skip
+                self.jobs.append(job)
+            else:
+                self.stopping = "MaxNumberOfTrainingJobs reached"
+                return
+            self.jobs[job.index] = job
+            self.store.put_training_job(self.name, job)
+            spec = JobSpec(self.tuner.train, {**self.tuner.static_hyperparameters, **job.hyperparameters},
+                           self.tuner.objective_metric_name, job.name, job.index)  # fmt: skip
+            self.running[self.executor.submit(run_training_job, spec)] = job.index
+
+    def finish(self, future: Future[JobOutcome]) -> None:
+        index = self.running.pop(future)
+        job = _apply_outcome(self.jobs[index], future)
+        self.store.put_training_job(self.name, job)  # durable before anything depends on it
+        self.jobs[index] = job
+        self.strategy.tell(self.trial(job))
+        self.progress.add([job])
+        self.finished_here += 1
+        if job.objective_status is ObjectiveStatus.SUCCEEDED:
+            self.ever_succeeded = True
+        else:
+            self.failed_here += 1
+        limit = self.limits.initial_failure_limit
+        if limit is not None and not self.ever_succeeded and self.failed_here >= limit:
+            raise TuningJobFailedError(
+                f"Tuning job {self.name!r}: each of the first {self.failed_here} training jobs "
+                f"failed, so it stopped rather than spend the rest of max_jobs. The last failure "
+                f"({job.name}): {job.failure_reason}. Fix: correct the training function (run "
+                "with executor='inline' to debug; tracebacks are in job.training_jobs), or raise "
+                "initial_failure_limit (None never stops early)."
+            )
+
+    def time_left(self) -> float | None:
+        limit = self.limits.max_runtime_in_seconds
+        if limit is None:
+            return None
+        spent = float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
+        return max(0.0, limit - spent)
+
+    def stop_all(self, reason: str) -> None:
+        """Launch nothing more; stop running jobs where the executor can kill them."""
+        self.stopping = reason
+        kill = getattr(self.executor, "kill", None)
+        for future in list(self.running):
+            if future.cancel() or (kill is not None and kill(future)):
+                index = self.running.pop(future)
+                job = self.jobs[index].replace(
+                    status=TrainingJobStatus.STOPPED, objective_status=ObjectiveStatus.FAILED,
+                    end_time=time.time(), stop_reason={"reason": reason},
+                    failure_reason=f"Stopped by the tuner: {reason}",
+                )  # fmt: skip
+                self.store.put_training_job(self.name, job)
+                self.jobs[index] = job
+                self.strategy.tell(self.trial(job))
+
+    def abandon_running(self) -> None:
+        """On an error or interrupt: cancel or kill what still runs; it stays InProgress (re-run on resume)."""
+        kill = getattr(self.executor, "kill", None)
+        for future in self.running:
+            if not future.cancel() and kill is not None:
+                kill(future)
+        self.running.clear()
+
+    def save_state(self, **changes: Any) -> None:
+        if changes.get("end_time") is not None:
+            changes["runtime_seconds"] = (
+                float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
+            )
+        self.state.update(changes, last_modified_time=time.time(),
+                          completion_reason=self.stopping, strategy=self.strategy.describe())  # fmt: skip
+        self.store.set_tuning_job_state(self.name, self.state)
+
+
+def _apply_outcome(job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
+    """The job's record once its future is done."""
+    try:
+        out = future.result()
+    except CancelledError:
+        return job.replace(status=TrainingJobStatus.STOPPED, objective_status=ObjectiveStatus.FAILED,
+                           failure_reason="Cancelled before it started", end_time=time.time())  # fmt: skip
+    except Exception as exc:  # the machinery failed, not the training function
+        return job.replace(
+            status=TrainingJobStatus.FAILED, objective_status=ObjectiveStatus.FAILED,
+            failure_reason=f"{type(exc).__name__}: {exc}", end_time=time.time(),
+            retryable=isinstance(exc, WorkerDiedError) or not isinstance(exc, AmtlibError),
+        )  # fmt: skip
+    return job.replace(
+        status=out.status, objective_status=out.objective_status,
+        objective_value=out.objective_value, metrics=out.metrics,
+        failure_reason=out.failure_reason, traceback=out.traceback,
+        start_time=out.start_time, end_time=out.end_time,
+    )  # fmt: skip
+
+
+def _check_resumable(
+    name: str, store: SQLiteStore, stored: dict[str, Any], config: dict[str, Any]
+) -> dict[str, Any]:
+    """The configuration to resume with; :class:`StoreError` naming what differs when it cannot."""
+    if config["random_seed"] is None or config["random_seed"] == stored.get("random_seed"):
+        config = {**config, "random_seed": stored.get("random_seed")}
+    for key, value in config.items():
+        if json.loads(json.dumps(value)) != stored.get(key):
+            raise StoreError(
+                f"Tuning job {name!r} already exists in store {store.path!r} with another {key!r}: "
+                f"stored {stored.get(key)!r}, given {value!r}. A tuning job resumes only with the "
+                "configuration it was created with (limits may change). Fix: pass a new job_name, "
+                "or the stored configuration to resume it."
+            )
+    return config
+
+
+def _resolve_executor(executor: Executor | str | None, max_parallel_jobs: int) -> tuple[Executor, bool]:
+    if isinstance(executor, Executor):
+        return executor, False
+    from amtlib.executors import resolve_executor
+
+    return resolve_executor(executor, max_parallel_jobs)
