@@ -59,7 +59,7 @@ def parse_result(result: Any, objective_metric_name: str) -> tuple[dict[str, Any
     elif isinstance(result, Mapping):
         metrics = {str(k): json_safe(v) for k, v in result.items()}
         # json_safe turned NaN into None; keep the original to say what was wrong.
-        raw = result.get(objective_metric_name)
+        raw: Any = result.get(objective_metric_name)
         if objective_metric_name not in result:
             return metrics, (
                 f"the training function returned metrics {sorted(metrics)} without the objective "

@@ -55,3 +55,12 @@ class RemoteTaskError(AmtlibError, RuntimeError):
 
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}"
+
+
+class ReportChannelError(AmtlibError, RuntimeError):
+    """A training job could not exchange a report with its tuner over the report channel.
+
+    The message names the tuner's address and why: unreachable, timed out, the connection closed
+    without an answer (the job is no longer registered, or its secret is wrong), or a reply that
+    failed authentication.
+    """

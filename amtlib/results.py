@@ -41,7 +41,9 @@ class TuningJob:
         self.training_jobs = list(training_jobs)
 
     @classmethod
-    def load(cls, name: str, store: str | os.PathLike[str] | SQLiteStore = "amtlib.db") -> TuningJob:
+    def load(
+        cls, name: str, store: str | os.PathLike[str] | SQLiteStore = "amtlib.db"
+    ) -> TuningJob:
         """Read a tuning job from a store (like the SDK's ``HyperparameterTuner.attach``)."""
         db, owned = open_store(store)
         try:
@@ -91,8 +93,13 @@ class TuningJob:
         Hyperparameter values keep their Python types (AMT sends strings). amtlib's extras sit under
         ``AmtlibDetails`` (e.g. what the strategy learned, why the tuning job ended).
         """
-        counters = {"Completed": 0, "InProgress": 0, "RetryableError": 0, "NonRetryableError": 0,
-                    "Stopped": 0}  # fmt: skip
+        counters = {
+            "Completed": 0,
+            "InProgress": 0,
+            "RetryableError": 0,
+            "NonRetryableError": 0,
+            "Stopped": 0,
+        }
         objective = {"Succeeded": 0, "Pending": 0, "Failed": 0}
         for job in self.training_jobs:
             if job.status is TrainingJobStatus.FAILED:
@@ -198,7 +205,10 @@ class TuningJob:
             for rank, job in enumerate(done[:top], start=1)
         ]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 

@@ -125,7 +125,7 @@ class Parameter:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._identity() == other._identity()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self._identity() == other._identity()
 
     def __hash__(self) -> int:
         return hash(self._identity())
@@ -197,7 +197,7 @@ class _NumericParameter(Parameter):
                     f"{label}: ReverseLogarithmic scaling is for continuous ranges only. Got an "
                     "IntegerParameter. Fix: use ContinuousParameter, or 'Linear'/'Logarithmic'."
                 )
-            if not (0 <= min_value and max_value < 1):
+            if not (min_value >= 0 and max_value < 1):
                 raise ValidationError(
                     f"{label}: ReverseLogarithmic scaling needs 0 <= min_value < max_value < 1. "
                     f"Got min_value={min_value!r}, max_value={max_value!r}. Fix: keep the range "
@@ -352,7 +352,7 @@ class CategoricalParameter(Parameter):
         seen: set[tuple[str, object]] = set()
         for value in values:
             ok = isinstance(value, (str, bool)) or (
-                _is_real(value) and math.isfinite(value)  # type: ignore[arg-type]
+                _is_real(value) and math.isfinite(value)
             )
             if not ok:
                 raise ValidationError(

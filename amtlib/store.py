@@ -132,7 +132,9 @@ class SQLiteStore:
             rows = self._conn.execute("SELECT name FROM tuning_jobs ORDER BY name").fetchall()
         return [r[0] for r in rows]
 
-    def create_tuning_job(self, name: str, config: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    def create_tuning_job(
+        self, name: str, config: Mapping[str, Any], state: Mapping[str, Any]
+    ) -> bool:
         """Insert a tuning job unless one of that name exists. True when it was created."""
         with self._transaction():
             cur = self._conn.execute(

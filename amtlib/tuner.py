@@ -251,10 +251,12 @@ class Tuner:
             max_parallel_jobs=parallel,  # type: ignore[arg-type]
             max_runtime_in_seconds=None if runtime is None else float(runtime),
             initial_failure_limit=_positive_int(
-                "initial_failure_limit", initial_failure_limit, optional=True,
+                "initial_failure_limit",
+                initial_failure_limit,
+                optional=True,
                 fix="pass 1 or more, or None to never stop early",
             ),
-        )  # fmt: skip
+        )
         if random_seed is not None and (
             isinstance(random_seed, bool) or not isinstance(random_seed, int) or random_seed < 0
         ):
@@ -264,7 +266,9 @@ class Tuner:
             )
         self.random_seed = None if random_seed is None else int(random_seed)
         if job_name is None:
-            job_name = f"tuning-job-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+            job_name = (
+                f"tuning-job-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+            )
         if not isinstance(job_name, str) or not _JOB_NAME.match(job_name):
             raise ValidationError(
                 "The 'job_name' parameter of Tuner must be 1-128 characters of letters, digits, "
@@ -302,7 +306,10 @@ class Tuner:
     def config(self) -> dict[str, Any]:
         """What defines the tuning job: resuming it with another configuration is refused."""
         return {
-            "objective": {"MetricName": self.objective_metric_name, "Type": self.objective_type.value},
+            "objective": {
+                "MetricName": self.objective_metric_name,
+                "Type": self.objective_type.value,
+            },
             "strategy": self.strategy,
             "strategy_config": self.strategy_config,
             "ranges": self.space.to_dict(),
@@ -324,8 +331,11 @@ class Tuner:
         try:
             run = _Run(self, store, progress)
             run.execute()
-            return TuningJob(self.job_name, *store.get_tuning_job(self.job_name),
-                             store.get_training_jobs(self.job_name))  # fmt: skip
+            return TuningJob(
+                self.job_name,
+                *store.get_tuning_job(self.job_name),
+                store.get_training_jobs(self.job_name),
+            )
         finally:
             if owned:
                 store.close()
@@ -343,7 +353,9 @@ class _Run:
         if new_config["random_seed"] is None:
             new_config["random_seed"] = secrets.randbelow(2**31)
         state = {"status": "InProgress", "creation_time": time.time(), "runtime_seconds": 0.0}
-        if store.create_tuning_job(self.name, {**new_config, "limits": self.limits.to_dict()}, state):
+        if store.create_tuning_job(
+            self.name, {**new_config, "limits": self.limits.to_dict()}, state
+        ):
             config = new_config
             self.jobs: list[TrainingJob] = []
         else:
@@ -351,7 +363,7 @@ class _Run:
             config = _check_resumable(self.name, store, stored, config)
             store.set_tuning_job_config(self.name, {**config, "limits": self.limits.to_dict()})
             self.jobs = store.get_training_jobs(self.name)
-        self.state = state
+        self.state: dict[str, Any] = state
         self.seed = int(config["random_seed"])
         self.strategy = make_strategy(
             tuner.strategy, tuner.space, seed=self.seed, config=tuner.strategy_config
@@ -362,7 +374,9 @@ class _Run:
         self.stopping: str | None = None  # why nothing more is launched
         self.out_of_time = False
         self.finished_here = self.failed_here = 0
-        self.ever_succeeded = any(j.objective_status is ObjectiveStatus.SUCCEEDED for j in self.jobs)
+        self.ever_succeeded = any(
+            j.objective_status is ObjectiveStatus.SUCCEEDED for j in self.jobs
+        )
         self.progress = ProgressBar(self.limits.max_jobs, tuner.objective_type, enabled=progress)
         self.progress.add(self.jobs)
 
@@ -409,8 +423,13 @@ class _Run:
         while len(self.running) < self.limits.max_parallel_jobs and self.stopping is None:
             if self.reruns:
                 old = self.jobs[self.reruns.popleft()]
-                job = TrainingJob(old.index, old.name, old.hyperparameters, attempt=old.attempt + 1,
-                                  creation_time=old.creation_time)  # fmt: skip
+                job = TrainingJob(
+                    old.index,
+                    old.name,
+                    old.hyperparameters,
+                    attempt=old.attempt + 1,
+                    creation_time=old.creation_time,
+                )
             elif len(self.jobs) < self.limits.max_jobs:
                 asked = self.strategy.ask(1)
                 if not asked:
@@ -418,16 +437,22 @@ class _Run:
                         self.stopping = f"{self.tuner.strategy} strategy has nothing left to try"
                     return
                 index = len(self.jobs)
-                job = TrainingJob(index, f"{self.name}-{index + 1:03d}", asked[0],
-                                  creation_time=time.time())  # fmt: skip
+                job = TrainingJob(
+                    index, f"{self.name}-{index + 1:03d}", asked[0], creation_time=time.time()
+                )
                 self.jobs.append(job)
             else:
                 self.stopping = "MaxNumberOfTrainingJobs reached"
                 return
             self.jobs[job.index] = job
             self.store.put_training_job(self.name, job)
-            spec = JobSpec(self.tuner.train, {**self.tuner.static_hyperparameters, **job.hyperparameters},
-                           self.tuner.objective_metric_name, job.name, job.index)  # fmt: skip
+            spec = JobSpec(
+                self.tuner.train,
+                {**self.tuner.static_hyperparameters, **job.hyperparameters},
+                self.tuner.objective_metric_name,
+                job.name,
+                job.index,
+            )
             self.running[self.executor.submit(run_training_job, spec)] = job.index
 
     def finish(self, future: Future[JobOutcome]) -> None:
@@ -467,10 +492,12 @@ class _Run:
             if future.cancel() or (kill is not None and kill(future)):
                 index = self.running.pop(future)
                 job = self.jobs[index].replace(
-                    status=TrainingJobStatus.STOPPED, objective_status=ObjectiveStatus.FAILED,
-                    end_time=time.time(), stop_reason={"reason": reason},
+                    status=TrainingJobStatus.STOPPED,
+                    objective_status=ObjectiveStatus.FAILED,
+                    end_time=time.time(),
+                    stop_reason={"reason": reason},
                     failure_reason=f"Stopped by the tuner: {reason}",
-                )  # fmt: skip
+                )
                 self.store.put_training_job(self.name, job)
                 self.jobs[index] = job
                 self.strategy.tell(self.trial(job))
@@ -488,8 +515,12 @@ class _Run:
             changes["runtime_seconds"] = (
                 float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
             )
-        self.state.update(changes, last_modified_time=time.time(),
-                          completion_reason=self.stopping, strategy=self.strategy.describe())  # fmt: skip
+        self.state.update(
+            changes,
+            last_modified_time=time.time(),
+            completion_reason=self.stopping,
+            strategy=self.strategy.describe(),
+        )
         self.store.set_tuning_job_state(self.name, self.state)
 
 
@@ -498,20 +529,30 @@ def _apply_outcome(job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
     try:
         out = future.result()
     except CancelledError:
-        return job.replace(status=TrainingJobStatus.STOPPED, objective_status=ObjectiveStatus.FAILED,
-                           failure_reason="Cancelled before it started", end_time=time.time())  # fmt: skip
+        return job.replace(
+            status=TrainingJobStatus.STOPPED,
+            objective_status=ObjectiveStatus.FAILED,
+            failure_reason="Cancelled before it started",
+            end_time=time.time(),
+        )
     except Exception as exc:  # the machinery failed, not the training function
         return job.replace(
-            status=TrainingJobStatus.FAILED, objective_status=ObjectiveStatus.FAILED,
-            failure_reason=f"{type(exc).__name__}: {exc}", end_time=time.time(),
+            status=TrainingJobStatus.FAILED,
+            objective_status=ObjectiveStatus.FAILED,
+            failure_reason=f"{type(exc).__name__}: {exc}",
+            end_time=time.time(),
             retryable=isinstance(exc, WorkerDiedError) or not isinstance(exc, AmtlibError),
-        )  # fmt: skip
+        )
     return job.replace(
-        status=out.status, objective_status=out.objective_status,
-        objective_value=out.objective_value, metrics=out.metrics,
-        failure_reason=out.failure_reason, traceback=out.traceback,
-        start_time=out.start_time, end_time=out.end_time,
-    )  # fmt: skip
+        status=out.status,
+        objective_status=out.objective_status,
+        objective_value=out.objective_value,
+        metrics=out.metrics,
+        failure_reason=out.failure_reason,
+        traceback=out.traceback,
+        start_time=out.start_time,
+        end_time=out.end_time,
+    )
 
 
 def _check_resumable(
@@ -531,7 +572,9 @@ def _check_resumable(
     return config
 
 
-def _resolve_executor(executor: Executor | str | None, max_parallel_jobs: int) -> tuple[Executor, bool]:
+def _resolve_executor(
+    executor: Executor | str | None, max_parallel_jobs: int
+) -> tuple[Executor, bool]:
     if isinstance(executor, Executor):
         return executor, False
     from amtlib.executors import resolve_executor

@@ -11,9 +11,12 @@ distributed = pytest.importorskip("distributed")  # installed by the dev extras,
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -26,10 +29,22 @@ def test_tuning_job_on_dask_matches_the_inline_sequence(client, tmp_path):
         return {"loss": (hp["x"] - 0.3) ** 2, "pid": os.getpid()}
 
     ranges = {"x": ContinuousParameter(0.0, 1.0), "opt": CategoricalParameter(["a", "b"])}
-    common = dict(objective_type="Minimize", strategy="Random", max_jobs=16, random_seed=3,
-                  store=str(tmp_path / "s.db"))  # fmt: skip
-    job = Tuner(train, "loss", ranges, max_parallel_jobs=2, executor=client.get_executor(),
-                job_name="dask", **common).fit()  # fmt: skip
+    common = dict(
+        objective_type="Minimize",
+        strategy="Random",
+        max_jobs=16,
+        random_seed=3,
+        store=str(tmp_path / "s.db"),
+    )
+    job = Tuner(
+        train,
+        "loss",
+        ranges,
+        max_parallel_jobs=2,
+        executor=client.get_executor(),
+        job_name="dask",
+        **common,
+    ).fit()
     inline = Tuner(train, "loss", ranges, executor="inline", job_name="inline", **common).fit()
     assert [j.hyperparameters for j in job.training_jobs] == [
         j.hyperparameters for j in inline.training_jobs
@@ -39,5 +54,7 @@ def test_tuning_job_on_dask_matches_the_inline_sequence(client, tmp_path):
 
     assert os.getpid() not in pids  # ran in the worker processes
     failed = [j for j in job.training_jobs if j.hyperparameters["x"] > 0.8]
-    assert all(j.status is TrainingJobStatus.FAILED and "too large" in j.failure_reason for j in failed)
+    assert all(
+        j.status is TrainingJobStatus.FAILED and "too large" in j.failure_reason for j in failed
+    )
     assert job.best_training_job.objective_value == inline.best_training_job.objective_value

@@ -56,7 +56,9 @@ categorical_ranges = st.lists(
 ).map(CategoricalParameter)
 
 any_range = st.one_of(continuous_ranges(), integer_ranges(), categorical_ranges)
-spaces = st.dictionaries(st.text("abcdefgh", min_size=1, max_size=4), any_range, min_size=1, max_size=5)
+spaces = st.dictionaries(
+    st.text("abcdefgh", min_size=1, max_size=4), any_range, min_size=1, max_size=5
+)
 
 
 # -- round trips and bounds -------------------------------------------------------------------
@@ -180,11 +182,17 @@ def test_categorical_draws_are_uniform():
 # -- validation: every rule raises our error, naming the range, the value and the fix -----------
 
 BAD_RANGES = [
-    (lambda: ContinuousParameter(0.0, 1.0, "Logarithmic"), ["Logarithmic", "min_value > 0", "0.0", "Fix"]),
+    (
+        lambda: ContinuousParameter(0.0, 1.0, "Logarithmic"),
+        ["Logarithmic", "min_value > 0", "0.0", "Fix"],
+    ),
     (lambda: ContinuousParameter(-1, 1.0, "log"), ["Logarithmic", "-1"]),
     (lambda: IntegerParameter(0, 10, "Logarithmic"), ["integer", "min_value >= 1", "0"]),
     (lambda: IntegerParameter(1, 10, "ReverseLogarithmic"), ["continuous ranges only", "Fix"]),
-    (lambda: ContinuousParameter(0.5, 1.0, "ReverseLogarithmic"), ["0 <= min_value < max_value < 1", "1.0"]),
+    (
+        lambda: ContinuousParameter(0.5, 1.0, "ReverseLogarithmic"),
+        ["0 <= min_value < max_value < 1", "1.0"],
+    ),
     (lambda: ContinuousParameter(-0.1, 0.5, "ReverseLogarithmic"), ["0 <= min_value", "-0.1"]),
     (lambda: ContinuousParameter(1.0, 1.0), ["less than max_value", "1.0", "Fix"]),
     (lambda: ContinuousParameter(2.0, 1.0), ["less than max_value", "2.0"]),
@@ -194,7 +202,10 @@ BAD_RANGES = [
     (lambda: ContinuousParameter(0, float("inf")), ["finite real number", "inf"]),
     (lambda: ContinuousParameter(0, float("nan")), ["finite real number", "nan"]),
     (lambda: ContinuousParameter(True, 2), ["finite real number", "True"]),
-    (lambda: ContinuousParameter(0, 1, "Exponential"), ["scaling_type", "'Exponential'", "Logarithmic"]),
+    (
+        lambda: ContinuousParameter(0, 1, "Exponential"),
+        ["scaling_type", "'Exponential'", "Logarithmic"],
+    ),
     (lambda: ContinuousParameter(0, 1, None), ["scaling_type", "None"]),
     (lambda: CategoricalParameter([]), ["must not be empty", "Fix"]),
     (lambda: CategoricalParameter(["a", "b", "a"]), ["distinct", "'a'", "Fix"]),
@@ -214,7 +225,7 @@ def test_each_range_rule_raises_a_clear_validation_error(build, expected):
 
 
 def test_space_errors_name_the_hyperparameter():
-    with pytest.raises(ValidationError, match="'lr'.*ContinuousParameter"):
+    with pytest.raises(ValidationError, match=r"'lr'.*ContinuousParameter"):
         SearchSpace({"lr": (0.0, 1.0)})
     with pytest.raises(ValidationError, match="at least one"):
         SearchSpace({})
@@ -231,7 +242,11 @@ def test_space_errors_name_the_hyperparameter():
 @given(
     st.one_of(st.none(), st.booleans(), st.text(max_size=4), st.floats(), st.integers()),
     st.one_of(st.none(), st.booleans(), st.text(max_size=4), st.floats(), st.integers()),
-    st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["Auto", "log", "linear", "ReverseLogarithmic"])),
+    st.one_of(
+        st.none(),
+        st.text(max_size=12),
+        st.sampled_from(["Auto", "log", "linear", "ReverseLogarithmic"]),
+    ),
 )
 def test_any_input_either_builds_a_valid_range_or_raises_our_error(lo, hi, scaling):
     for cls in (ContinuousParameter, IntegerParameter):
@@ -271,24 +286,31 @@ def test_categorical_values_keep_their_types():
 
 
 def test_space_round_trips_through_its_json_description():
-    space = SearchSpace({
-        "lr": ContinuousParameter(1e-4, 1.0, "Logarithmic"),
-        "m": ContinuousParameter(0.5, 0.999, "ReverseLogarithmic"),
-        "k": IntegerParameter(1, 8),
-        "opt": CategoricalParameter(["sgd", "adam"]),
-    })  # fmt: skip
+    space = SearchSpace(
+        {
+            "lr": ContinuousParameter(1e-4, 1.0, "Logarithmic"),
+            "m": ContinuousParameter(0.5, 0.999, "ReverseLogarithmic"),
+            "k": IntegerParameter(1, 8),
+            "opt": CategoricalParameter(["sgd", "adam"]),
+        }
+    )
     assert SearchSpace.from_dict(space.to_dict()) == space
     assert space.n_dims == 5
     assert space.size() is None
-    assert SearchSpace({"k": IntegerParameter(1, 8), "o": CategoricalParameter(["a", "b"])}).size() == 16
+    assert (
+        SearchSpace({"k": IntegerParameter(1, 8), "o": CategoricalParameter(["a", "b"])}).size()
+        == 16
+    )
 
 
 def test_auto_ranges_spanning_three_decades_are_found():
-    space = SearchSpace({
-        "lr": ContinuousParameter(1e-4, 1.0),
-        "c": ContinuousParameter(1e-4, 1.0, "Logarithmic"),
-        "n": IntegerParameter(1, 999),
-        "m": IntegerParameter(1, 1000),
-        "z": ContinuousParameter(0.0, 1000.0),
-    })  # fmt: skip
+    space = SearchSpace(
+        {
+            "lr": ContinuousParameter(1e-4, 1.0),
+            "c": ContinuousParameter(1e-4, 1.0, "Logarithmic"),
+            "n": IntegerParameter(1, 999),
+            "m": IntegerParameter(1, 1000),
+            "z": ContinuousParameter(0.0, 1000.0),
+        }
+    )
     assert space.auto_ranges_spanning_decades() == ["lr", "m"]

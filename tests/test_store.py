@@ -28,9 +28,17 @@ RANGES = {"x": ContinuousParameter(0.0, 1.0)}
 
 
 def make(path, train, **kw):
-    args = dict(objective_metric_name="loss", hyperparameter_ranges=RANGES, objective_type="Minimize",
-                strategy="Random", max_jobs=10, random_seed=0, job_name="r", store=str(path),
-                executor="inline")  # fmt: skip
+    args = dict(
+        objective_metric_name="loss",
+        hyperparameter_ranges=RANGES,
+        objective_type="Minimize",
+        strategy="Random",
+        max_jobs=10,
+        random_seed=0,
+        job_name="r",
+        store=str(path),
+        executor="inline",
+    )
     args.update(kw)
     return Tuner(train, **args)
 
@@ -39,16 +47,25 @@ def test_records_round_trip_through_the_store(tmp_path):
     store = SQLiteStore(tmp_path / "s.db")
     assert store.create_tuning_job("j", {"a": 1}, {"status": "InProgress"})
     assert not store.create_tuning_job("j", {"a": 2}, {})
-    job = TrainingJob(0, "j-001", {"x": 0.5, "k": 3, "o": "a", "b": True},
-                      status=TrainingJobStatus.COMPLETED, objective_status=ObjectiveStatus.SUCCEEDED,
-                      objective_value=1.5, metrics={"loss": 1.5, "nan": float("nan")},
-                      start_time=1.0, end_time=2.0)  # fmt: skip
+    job = TrainingJob(
+        0,
+        "j-001",
+        {"x": 0.5, "k": 3, "o": "a", "b": True},
+        status=TrainingJobStatus.COMPLETED,
+        objective_status=ObjectiveStatus.SUCCEEDED,
+        objective_value=1.5,
+        metrics={"loss": 1.5, "nan": float("nan")},
+        start_time=1.0,
+        end_time=2.0,
+    )
     store.put_training_job("j", job)
     store.add_report("j", 0, 0, Report(1, {"loss": 2.0}, 1.5))
     store.add_report("j", 0, 1, Report(2, {"loss": 1.5}, 1.7))
     (got,) = store.get_training_jobs("j")
-    assert got == job.replace(metrics={"loss": 1.5, "nan": None},
-                              reports=(Report(1, {"loss": 2.0}, 1.5), Report(2, {"loss": 1.5}, 1.7)))  # fmt: skip
+    assert got == job.replace(
+        metrics={"loss": 1.5, "nan": None},
+        reports=(Report(1, {"loss": 2.0}, 1.5), Report(2, {"loss": 1.5}, 1.7)),
+    )
     assert type(got.hyperparameters["k"]) is int and got.hyperparameters["b"] is True
     assert store.get_tuning_job("j") == ({"a": 1}, {"status": "InProgress"})
     store.close()
@@ -100,7 +117,9 @@ def test_resume_without_a_seed_reuses_the_recorded_one(tmp_path):
     make(tmp_path / "s.db", obj.plain_float, max_jobs=4, random_seed=None).fit()
     resumed = make(tmp_path / "s.db", obj.plain_float, max_jobs=8, random_seed=None).fit()
     seed = resumed.describe()["HyperParameterTuningJobConfig"]["RandomSeed"]
-    again = make(tmp_path / "s.db", obj.plain_float, max_jobs=8, random_seed=seed, job_name="b").fit()
+    again = make(
+        tmp_path / "s.db", obj.plain_float, max_jobs=8, random_seed=seed, job_name="b"
+    ).fit()
     assert [j.hyperparameters for j in again.training_jobs] == [
         j.hyperparameters for j in resumed.training_jobs
     ]
@@ -133,13 +152,19 @@ def test_jobs_running_at_an_interrupt_are_rerun_with_the_same_hyperparameters(tm
     assert done.training_jobs[3].attempt == 2
     assert done.training_jobs[3].hyperparameters == interrupted.hyperparameters
     assert done.training_jobs[:3] == stored.training_jobs[:3]
-    assert len(ran) == 3 and all(j.status is TrainingJobStatus.COMPLETED for j in done.training_jobs)
+    assert len(ran) == 3 and all(
+        j.status is TrainingJobStatus.COMPLETED for j in done.training_jobs
+    )
 
 
 def test_resume_with_another_configuration_is_refused_naming_what_differs(tmp_path):
     make(tmp_path / "s.db", obj.plain_float, max_jobs=2).fit()
     with pytest.raises(StoreError, match=r"another 'ranges'.*new job_name"):
-        make(tmp_path / "s.db", obj.plain_float, hyperparameter_ranges={"x": ContinuousParameter(0, 2)}).fit()
+        make(
+            tmp_path / "s.db",
+            obj.plain_float,
+            hyperparameter_ranges={"x": ContinuousParameter(0, 2)},
+        ).fit()
     with pytest.raises(StoreError, match="another 'random_seed'"):
         make(tmp_path / "s.db", obj.plain_float, random_seed=5).fit()
     with pytest.raises(StoreError, match="another 'objective'"):
@@ -187,8 +212,10 @@ def test_kill_9_of_the_tuner_loses_no_finished_job(tmp_path, kill_after):
     script = tmp_path / "tune.py"
     script.write_text(SCRIPT)
     db, log = tmp_path / "s.db", tmp_path / "calls.log"
-    proc = subprocess.Popen([sys.executable, str(script), str(db), str(log), "40", "k", "inline"],
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db), str(log), "40", "k", "inline"],
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     seen: dict = {}
     while time.monotonic() < deadline and proc.poll() is None:
@@ -204,8 +231,14 @@ def test_kill_9_of_the_tuner_loses_no_finished_job(tmp_path, kill_after):
         assert after[index] == record
     # Resume: the budget completes and no finished job runs again.
     before = len(log.read_text().splitlines()) if log.exists() else 0
-    job = make(db, obj.plain_float, job_name="k", max_jobs=40, max_parallel_jobs=2,
-               initial_failure_limit=None).fit()  # fmt: skip
+    job = make(
+        db,
+        obj.plain_float,
+        job_name="k",
+        max_jobs=40,
+        max_parallel_jobs=2,
+        initial_failure_limit=None,
+    ).fit()
     assert len(job.training_jobs) == 40
     assert all(j.status is TrainingJobStatus.COMPLETED for j in job.training_jobs)
     for index, record in after.items():
@@ -217,13 +250,21 @@ def test_a_main_script_with_the_default_process_executor_runs_and_resumes(tmp_pa
     script = tmp_path / "tune.py"
     script.write_text(SCRIPT)
     db, log = tmp_path / "s.db", tmp_path / "calls.log"
-    out = subprocess.run([sys.executable, str(script), str(db), str(log), "6", "m"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(script), str(db), str(log), "6", "m"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "finished" in out.stdout
     assert len(log.read_text().splitlines()) == 6
-    out = subprocess.run([sys.executable, str(script), str(db), str(log), "9", "m"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(script), str(db), str(log), "9", "m"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert len(log.read_text().splitlines()) == 9  # three more, none repeated
     assert len(TuningJob.load("m", str(db)).training_jobs) == 9
@@ -234,12 +275,16 @@ def test_two_processes_tune_two_jobs_in_one_store_at_once(tmp_path):
     script.write_text(SCRIPT)
     db = tmp_path / "s.db"
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(db), str(tmp_path / f"{n}.log"), "25", n,
-                          "inline"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, str(script), str(db), str(tmp_path / f"{n}.log"), "25", n, "inline"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in ("one", "two")
     ]
     for p in procs:
-        out, err = p.communicate(timeout=120)
+        _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     for n in ("one", "two"):
         assert len(_completed(db, n)) == 25

@@ -11,12 +11,14 @@ from amtlib import CategoricalParameter, ContinuousParameter, IntegerParameter, 
 from amtlib.records import TrainingJobStatus, Trial
 from amtlib.strategies import STRATEGIES, GridStrategy, RandomStrategy, make_strategy
 
-MIXED = SearchSpace({
-    "lr": ContinuousParameter(1e-4, 1.0, "Logarithmic"),
-    "m": ContinuousParameter(0.5, 0.999, "ReverseLogarithmic"),
-    "layers": IntegerParameter(1, 8),
-    "opt": CategoricalParameter(["sgd", "adam", "rmsprop"]),
-})  # fmt: skip
+MIXED = SearchSpace(
+    {
+        "lr": ContinuousParameter(1e-4, 1.0, "Logarithmic"),
+        "m": ContinuousParameter(0.5, 0.999, "ReverseLogarithmic"),
+        "layers": IntegerParameter(1, 8),
+        "opt": CategoricalParameter(["sgd", "adam", "rmsprop"]),
+    }
+)
 FINITE = SearchSpace({"k": IntegerParameter(1, 4), "opt": CategoricalParameter(["a", "b", "c"])})
 
 
@@ -46,9 +48,13 @@ def run(strategy, n: int, fail_every: int = 0) -> list[dict]:
         asked.append(params)
         failed = fail_every and i % fail_every == 0
         strategy.tell(
-            Trial(i, params, TrainingJobStatus.FAILED if failed else TrainingJobStatus.COMPLETED,
-                  None if failed else loss_of(params))
-        )  # fmt: skip
+            Trial(
+                i,
+                params,
+                TrainingJobStatus.FAILED if failed else TrainingJobStatus.COMPLETED,
+                None if failed else loss_of(params),
+            )
+        )
     return asked
 
 
@@ -65,7 +71,9 @@ def test_suggestions_lie_inside_the_space(name):
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_sequence(name):
     space = space_for(name)
-    assert run(make_strategy(name, space, seed=7), 12) == run(make_strategy(name, space, seed=7), 12)
+    assert run(make_strategy(name, space, seed=7), 12) == run(
+        make_strategy(name, space, seed=7), 12
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n != "Grid"])
@@ -145,11 +153,13 @@ def test_random_job_i_uses_its_own_stream():
 
 
 def test_grid_is_the_cartesian_product_in_declaration_order():
-    space = SearchSpace({
-        "opt": CategoricalParameter(["sgd", "adam"]),
-        "k": IntegerParameter(1, 3),
-        "flag": CategoricalParameter([True, False]),
-    })  # fmt: skip
+    space = SearchSpace(
+        {
+            "opt": CategoricalParameter(["sgd", "adam"]),
+            "k": IntegerParameter(1, 3),
+            "flag": CategoricalParameter([True, False]),
+        }
+    )
     strategy = GridStrategy(space, seed=0)
     expected = [
         {"opt": o, "k": k, "flag": f}

@@ -56,8 +56,12 @@ def test_results_are_complete_and_ordered(tmp_path):
     assert d["HyperParameterTuningJobName"] == "t"
     assert d["HyperParameterTuningJobStatus"] == "Completed"
     assert d["TrainingJobStatusCounters"] == {
-        "Completed": 12, "InProgress": 0, "RetryableError": 0, "NonRetryableError": 0, "Stopped": 0,
-    }  # fmt: skip
+        "Completed": 12,
+        "InProgress": 0,
+        "RetryableError": 0,
+        "NonRetryableError": 0,
+        "Stopped": 0,
+    }
     assert d["ObjectiveStatusCounters"] == {"Succeeded": 12, "Pending": 0, "Failed": 0}
     b = d["BestTrainingJob"]
     assert b["TrainingJobName"] == best.name
@@ -77,7 +81,9 @@ def test_results_are_complete_and_ordered(tmp_path):
 
 def test_maximize_picks_the_largest(tmp_path):
     job = make(tmp_path, objective_metric_name="accuracy", objective_type="Maximize").fit()
-    assert job.best_training_job.objective_value == max(j.objective_value for j in job.training_jobs)
+    assert job.best_training_job.objective_value == max(
+        j.objective_value for j in job.training_jobs
+    )
 
 
 def test_a_float_return_value_is_the_objective(tmp_path):
@@ -86,9 +92,15 @@ def test_a_float_return_value_is_the_objective(tmp_path):
 
 
 def test_static_hyperparameters_reach_train_and_are_recorded(tmp_path):
-    job = make(tmp_path, train=obj.echo_static, hyperparameter_ranges={"x": ContinuousParameter(0, 1)},
-               static_hyperparameters={"offset": 10.0, "epochs": 3}).fit()  # fmt: skip
-    assert all(j.objective_value >= 10.0 and j.metrics["epochs_seen"] == 3 for j in job.training_jobs)
+    job = make(
+        tmp_path,
+        train=obj.echo_static,
+        hyperparameter_ranges={"x": ContinuousParameter(0, 1)},
+        static_hyperparameters={"offset": 10.0, "epochs": 3},
+    ).fit()
+    assert all(
+        j.objective_value >= 10.0 and j.metrics["epochs_seen"] == 3 for j in job.training_jobs
+    )
     assert all(set(j.hyperparameters) == {"x"} for j in job.training_jobs)
     assert job.describe()["StaticHyperParameters"] == {"offset": 10.0, "epochs": 3}
 
@@ -126,7 +138,9 @@ def test_missing_or_non_finite_objective_fails_the_objective_only(tmp_path):
 
 def test_stops_early_when_every_first_job_fails(tmp_path):
     tuner = make(tmp_path, train=obj.always_raises, max_jobs=50, initial_failure_limit=4)
-    with pytest.raises(TuningJobFailedError, match=r"first 4 training jobs.*broken training script"):
+    with pytest.raises(
+        TuningJobFailedError, match=r"first 4 training jobs.*broken training script"
+    ):
         tuner.fit()
     job = TuningJob.load("t", str(tmp_path / "s.db"))
     assert len(job.training_jobs) == 4
@@ -142,8 +156,9 @@ def test_failure_limit_none_spends_the_budget(tmp_path):
 
 
 def test_a_dead_worker_process_fails_only_its_job(tmp_path):
-    job = make(tmp_path, train=obj.die_when_large, max_jobs=14, max_parallel_jobs=2,
-               executor=None).fit()  # fmt: skip
+    job = make(
+        tmp_path, train=obj.die_when_large, max_jobs=14, max_parallel_jobs=2, executor=None
+    ).fit()
     dead = [j for j in job.training_jobs if j.hyperparameters["x"] > 0.7]
     assert dead and len(job.training_jobs) == 14
     for j in job.training_jobs:
@@ -165,18 +180,35 @@ SEQUENCE_CASES = [
 
 @pytest.mark.parametrize("strategy", ["Random", "Grid"])
 def test_same_seed_same_sequence_whatever_the_executor_and_parallelism(tmp_path, strategy):
-    ranges = RANGES if strategy == "Random" else {
-        "k": IntegerParameter(1, 3), "opt": CategoricalParameter(["a", "b"])}  # fmt: skip
+    ranges = (
+        RANGES
+        if strategy == "Random"
+        else {"k": IntegerParameter(1, 3), "opt": CategoricalParameter(["a", "b"])}
+    )
     train = obj.quadratic if strategy == "Random" else obj.plain_k
     sequences = []
     for i, (executor, parallel) in enumerate(SEQUENCE_CASES):
-        job = make(tmp_path, train=train, hyperparameter_ranges=ranges, strategy=strategy,
-                   max_jobs=None if strategy == "Grid" else 10, max_parallel_jobs=parallel,
-                   executor=executor, job_name=f"seq{i}").fit()  # fmt: skip
+        job = make(
+            tmp_path,
+            train=train,
+            hyperparameter_ranges=ranges,
+            strategy=strategy,
+            max_jobs=None if strategy == "Grid" else 10,
+            max_parallel_jobs=parallel,
+            executor=executor,
+            job_name=f"seq{i}",
+        ).fit()
         sequences.append([j.hyperparameters for j in job.training_jobs])
     assert all(s == sequences[0] for s in sequences)
-    other = make(tmp_path, train=train, hyperparameter_ranges=ranges, strategy=strategy,
-                 max_jobs=None if strategy == "Grid" else 10, random_seed=1, job_name="other").fit()  # fmt: skip
+    other = make(
+        tmp_path,
+        train=train,
+        hyperparameter_ranges=ranges,
+        strategy=strategy,
+        max_jobs=None if strategy == "Grid" else 10,
+        random_seed=1,
+        job_name="other",
+    ).fit()
     if strategy == "Random":
         assert [j.hyperparameters for j in other.training_jobs] != sequences[0]
 
@@ -194,8 +226,9 @@ def test_any_executor_instance_is_accepted(tmp_path):
 
 def test_grid_runs_the_whole_grid_by_default(tmp_path):
     ranges = {"k": IntegerParameter(1, 3), "opt": CategoricalParameter(["a", "b"])}
-    job = make(tmp_path, train=obj.plain_k, hyperparameter_ranges=ranges, strategy="grid",
-               max_jobs=None).fit()  # fmt: skip
+    job = make(
+        tmp_path, train=obj.plain_k, hyperparameter_ranges=ranges, strategy="grid", max_jobs=None
+    ).fit()
     assert [j.hyperparameters for j in job.training_jobs] == [
         {"k": k, "opt": o} for k in (1, 2, 3) for o in ("a", "b")
     ]
@@ -210,13 +243,21 @@ def test_random_on_a_finite_space_ends_when_it_is_used_up(tmp_path):
 
 
 def test_max_runtime_stops_launching_and_kills_running_jobs(tmp_path):
-    job = make(tmp_path, train=obj.sleepy, max_jobs=100, max_parallel_jobs=2, executor=None,
-               max_runtime_in_seconds=1.5).fit()  # fmt: skip
+    job = make(
+        tmp_path,
+        train=obj.sleepy,
+        max_jobs=100,
+        max_parallel_jobs=2,
+        executor=None,
+        max_runtime_in_seconds=1.5,
+    ).fit()
     assert len(job.training_jobs) < 100
     assert job.describe()["AmtlibDetails"]["CompletionReason"] == "MaxRuntimeInSeconds reached"
     assert all(j.is_finished() for j in job.training_jobs)
     stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
-    assert stopped and all(j.stop_reason == {"reason": "MaxRuntimeInSeconds reached"} for j in stopped)
+    assert stopped and all(
+        j.stop_reason == {"reason": "MaxRuntimeInSeconds reached"} for j in stopped
+    )
 
 
 def test_auto_range_spanning_decades_warns_for_random_only(tmp_path):
@@ -233,8 +274,14 @@ def test_two_tuning_jobs_share_one_store_file_at_the_same_time(tmp_path):
 
     def run(name):
         try:
-            make(tmp_path, train=obj.sleepy_short, job_name=name, max_jobs=15, executor="thread",
-                 max_parallel_jobs=2).fit()  # fmt: skip
+            make(
+                tmp_path,
+                train=obj.sleepy_short,
+                job_name=name,
+                max_jobs=15,
+                executor="thread",
+                max_parallel_jobs=2,
+            ).fit()
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -268,8 +315,10 @@ BAD = [
     (dict(store=3), ["'store'", "3 (int)"]),
     (dict(initial_failure_limit=0), ["'initial_failure_limit'", "0"]),
     (dict(strategy="Grid"), ["'x'", "Grid", "CategoricalParameter"]),
-    (dict(strategy="Grid", hyperparameter_ranges={"k": IntegerParameter(1, 3)}, max_jobs=5),
-     ["'max_jobs'", "grid's size (3)", "Got 5"]),
+    (
+        dict(strategy="Grid", hyperparameter_ranges={"k": IntegerParameter(1, 3)}, max_jobs=5),
+        ["'max_jobs'", "grid's size (3)", "Got 5"],
+    ),
     (dict(hyperparameter_ranges={"x": [0, 1]}), ["'x'", "ContinuousParameter"]),
     (dict(hyperparameter_ranges=None), ["'hyperparameter_ranges'", "required"]),
 ]
@@ -284,5 +333,5 @@ def test_bad_tuner_arguments_raise_clear_errors(tmp_path, kwargs, fragments):
 
 
 def test_train_must_be_callable(tmp_path):
-    with pytest.raises(ValidationError, match="'train'.*callable"):
+    with pytest.raises(ValidationError, match=r"'train'.*callable"):
         Tuner("train.py", "loss", RANGES)

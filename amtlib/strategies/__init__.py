@@ -16,7 +16,14 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "Random": RandomStrategy,
 }
 
-__all__ = ["STRATEGIES", "GridStrategy", "RandomStrategy", "Strategy", "make_strategy", "parse_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "GridStrategy",
+    "RandomStrategy",
+    "Strategy",
+    "make_strategy",
+    "parse_strategy",
+]
 
 
 def parse_strategy(name: object) -> str:

@@ -48,7 +48,7 @@ class GridStrategy(Strategy):
         return {name: out[name] for name in self.space.names}
 
     def ask(self, n: int) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         while len(out) < n and self.n_asked < self.size:
             params = self.configuration(self.n_asked)
             self._launched(params)

@@ -1,0 +1,157 @@
+"""The worker process behind ``ProcessExecutor``: ``python -m amtlib._worker <fd> <parent pid>``.
+
+The worker talks to its parent over the socket ``fd`` with ``multiprocessing.connection`` framing
+(length-prefixed bytes), never over stdin/stdout: user code prints freely on the inherited
+stdout and stderr. The conversation:
+
+1. parent -> worker: a pickled ``{"sys_path": [...], "cwd": str | None}``;
+   worker -> parent: ``b""`` (ready).
+2. per task, parent -> worker: ``cloudpickle`` of ``(fn, args, kwargs)``;
+   worker -> parent: a pickled ``(True, result)``, or
+   ``(False, pickled exception or None, type name, message, traceback)``.
+3. parent -> worker: ``b""`` (stop), or end of file: ``main`` returns exit code 0.
+
+Imports stay light (no numpy here): every worker pays for them at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import traceback
+from multiprocessing.connection import Connection
+
+import cloudpickle
+
+from amtlib.errors import RemoteTaskError
+
+READY = b""
+STOP = b""
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def main(argv: list[str]) -> int:
+    """Serve tasks from the parent until it says stop or goes away.
+
+    Args:
+        argv: ``[fd, parent_pid]``: the inherited socket and the pid of the process that started us.
+
+    Returns:
+        The exit code: 0 once the parent ends the conversation.
+    """
+    fd, parent_pid = int(argv[0]), int(argv[1])
+    _die_with_parent(parent_pid)
+    os.set_inheritable(fd, False)
+    os.register_at_fork(after_in_child=lambda: _release_channel(fd))
+    conn = Connection(fd)
+    try:
+        setup = pickle.loads(conn.recv_bytes())
+    except EOFError:
+        return 0
+    sys.path[:] = setup["sys_path"]
+    if setup["cwd"] is not None:
+        os.chdir(setup["cwd"])
+    try:
+        conn.send_bytes(READY)
+        while (request := conn.recv_bytes()) != STOP:
+            reply = _run(request)
+            _flush_user_output()
+            conn.send_bytes(reply)
+    except (EOFError, OSError):
+        pass  # the parent closed the channel or died: nobody is waiting for results any more
+    return 0
+
+
+def _run(request: bytes) -> bytes:
+    """Run one task and return the reply; never raises, whatever the task does short of exiting."""
+    try:
+        fn, args, kwargs = pickle.loads(request)
+        result = fn(*args, **kwargs)
+    except (
+        BaseException
+    ) as exc:  # SystemExit and KeyboardInterrupt too: they fail the task, not the worker
+        return _error_reply(exc)
+    try:
+        return cloudpickle.dumps((True, result), protocol=_PROTOCOL)
+    except Exception as exc:
+        error = RemoteTaskError(
+            _type_name(exc),
+            f"the task returned a {type(result).__name__}, which cannot be pickled to send it"
+            f" back to the parent process: {_safe_str(exc)}. Fix: return plain data (numbers,"
+            " strings, lists, dicts, arrays) and keep open files, locks and connections inside"
+            " the task.",
+            _format_traceback(exc),
+        )
+        return _error_reply(error)
+
+
+def _error_reply(exc: BaseException) -> bytes:
+    # The exception travels pickled inside the reply, so that the parent can fall back on its name,
+    # message and traceback when it cannot rebuild the exception itself.
+    try:
+        pickled: bytes | None = cloudpickle.dumps(exc, protocol=_PROTOCOL)
+    except Exception:
+        pickled = None
+    reply = (False, pickled, _type_name(exc), _safe_str(exc), _format_traceback(exc))
+    return pickle.dumps(reply, protocol=_PROTOCOL)
+
+
+def _format_traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next  # the first frame is _run, which tells the user nothing
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<str() of the {type(exc).__name__} failed>"
+
+
+def _flush_user_output() -> None:
+    # Stdout is block-buffered when it is not a terminal; without this, a long-lived worker would
+    # hold a task's prints until it exits.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _release_channel(fd: int) -> None:
+    # A process forked by a task must not keep the channel open: the parent detects a dead worker by
+    # end of file, which never comes while a copy of the socket lives on. Point fd at /dev/null
+    # rather than closing it, so that the copied Connection object cannot close a reused descriptor.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, fd, inheritable=False)
+    os.close(devnull)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # End of file tells an idle worker that the parent is gone; on Linux, also have the kernel kill
+    # a busy one, so that a training job never outlives the tuner. Elsewhere, end of file alone.
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before we could ask
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,622 @@
+"""Executors that run training jobs: any ``concurrent.futures.Executor`` works; these are ours.
+
+- ``ProcessExecutor``: persistent worker processes where a worker that dies fails only its job (the
+  stdlib ``ProcessPoolExecutor`` and loky fail every running job instead).
+- ``InlineExecutor``: runs each job inside ``submit``, to debug with pdb and to measure overhead.
+- ``resolve_executor``: turns the tuner's ``executor`` argument into an executor, and its owner.
+
+This module is over 400 lines because ``ProcessExecutor`` is one unit: its callers' side and its
+manager thread share one lock and one set of invariants, which are easier to check on one page.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import numbers
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, ParamSpec, TypeVar
+
+import cloudpickle
+
+from amtlib._worker import STOP
+from amtlib.errors import (
+    AmtlibError,
+    RemoteTaskError,
+    TaskKilledError,
+    ValidationError,
+    WorkerDiedError,
+    describe_value,
+)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# How long shutdown lets workers exit on their own (user atexit handlers, interpreter teardown)
+# before killing them.
+_EXIT_GRACE_SECONDS = 5.0
+
+
+class ProcessExecutor(Executor):
+    """Runs tasks in persistent worker processes; a worker that dies fails only its own task.
+
+    Each worker is ``python -m amtlib._worker``, started with ``subprocess`` rather than
+    ``multiprocessing``, so the user's ``__main__`` script is never imported again and scripts
+    without an ``if __name__ == "__main__":`` guard work. Tasks travel with ``cloudpickle``, so
+    functions defined in ``__main__``, closures and lambdas work; results and exceptions come back
+    pickled. Workers start as tasks arrive, up to ``max_workers``, at the same time, and then serve
+    task after task.
+
+    Contract:
+
+    - ``submit`` pickles the task at once: an unpicklable task raises ``ValidationError`` there.
+    - The future of a task gets its result, or the exception it raised, with the worker's traceback
+      as ``__cause__``. An exception that cannot travel between processes, and a result that cannot,
+      become ``RemoteTaskError``, which carries the original type name, message and traceback.
+    - A worker that dies while running a task (``os._exit``, a segfault, the out-of-memory killer)
+      fails that task's future with ``WorkerDiedError``, which gives the exit code or signal, and is
+      replaced. Other tasks, running or queued, are unaffected. A worker that dies idle is replaced
+      silently. The processes a task started die with its worker.
+    - ``kill(future)`` stops a running task at once (``TaskKilledError``); a queued task is stopped
+      with ``future.cancel()``.
+    - ``shutdown`` follows the ``concurrent.futures`` contract. An executor that is never shut down
+      is shut down (without waiting) when garbage collected, and its workers are killed at exit.
+    - Workers inherit stdout and stderr (stdin is ``/dev/null``); each runs in its own session, so
+      Ctrl-C in a terminal reaches only the parent, which decides what to do with running tasks.
+    - Only the process that created the executor may use it, not a fork of it.
+
+    POSIX only (tested on Linux; on other systems a worker whose parent is killed outlives it until
+    its task ends). On Windows use ``ThreadPoolExecutor`` or a Dask client.
+
+    Args:
+        max_workers: the most worker processes running at once, an int >= 1.
+
+    Raises:
+        ValidationError: ``max_workers`` is not an int >= 1.
+        NotImplementedError: on Windows.
+
+    Example:
+        >>> from amtlib.executors import ProcessExecutor
+        >>> with ProcessExecutor(max_workers=2) as executor:
+        ...     executor.submit(pow, 2, 10).result()
+        1024
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self._max_workers = _check_count(max_workers, "max_workers", "ProcessExecutor")
+        if os.name != "posix":
+            raise NotImplementedError(
+                "ProcessExecutor needs a POSIX system such as Linux or macOS. "
+                "Fix: on Windows pass executor='thread', or a Dask client's get_executor()."
+            )
+        if not sys.executable:
+            raise AmtlibError(
+                "ProcessExecutor starts workers with sys.executable, which is empty in this "
+                "interpreter. Fix: pass executor='thread' or executor='inline'."
+            )
+        self._pool = _Pool(self._max_workers)
+        # The pool, not the executor, is what the manager thread holds, so an executor the user
+        # drops without shutdown() is collected; then its pool finishes the queued tasks and stops.
+        finalizer = weakref.finalize(self, self._pool.shutdown, False, False)
+        finalizer.atexit = False  # at exit, _Pool.terminate kills the workers instead
+
+    @property
+    def max_workers(self) -> int:
+        """The most worker processes running at once."""
+        return self._max_workers
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """Queue ``fn(*args, **kwargs)`` to run in a worker process.
+
+        Raises:
+            RuntimeError: the executor was shut down.
+            ValidationError: cloudpickle cannot pickle ``fn`` with its arguments.
+        """
+        self._pool.check_open()
+        try:
+            payload = cloudpickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise ValidationError(
+                f"The 'fn' parameter of ProcessExecutor.submit must be picklable by cloudpickle, "
+                f"with its arguments. Got {fn!r}, and pickling failed with {type(exc).__name__}: "
+                f"{exc}. Fix: create open files, locks, sockets and connections inside the task "
+                "instead of passing them, or use executor='thread'."
+            ) from exc
+        return self._pool.submit(payload)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new tasks and stop the workers once the queued and running tasks are done.
+
+        Args:
+            wait: block until every task is done and every worker process has exited and been
+                reaped; otherwise return at once and let a background thread finish.
+            cancel_futures: cancel the queued tasks that have not started; running tasks finish.
+        """
+        self._pool.shutdown(wait, cancel_futures)
+
+    def kill(self, future: Future[Any]) -> bool:
+        """Stop a running task now by killing its worker process and what it started (SIGKILL).
+
+        The future fails with ``TaskKilledError`` before this returns; a new worker replaces the
+        old one.
+
+        Returns:
+            True if the task was running here and is now killed; False if it is queued (cancel it
+            with ``future.cancel()``), already done, or not from this executor.
+        """
+        return self._pool.kill(future)
+
+
+class InlineExecutor(Executor):
+    """Runs each task synchronously inside ``submit``, in the calling thread.
+
+    ``submit`` returns a future that is already done, holding the result or the ``Exception`` raised
+    (with its traceback). ``KeyboardInterrupt`` and ``SystemExit`` propagate, so Ctrl-C stops the
+    program. Breakpoints and pdb work, and the tuner's own overhead can be measured without any
+    process or thread in the way.
+
+    Example:
+        >>> from amtlib.executors import InlineExecutor
+        >>> future = InlineExecutor().submit(divmod, 7, 2)
+        >>> future.done(), future.result()
+        (True, (3, 1))
+    """
+
+    def __init__(self) -> None:
+        self._shut_down = False
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """Run ``fn(*args, **kwargs)`` now and return its finished future.
+
+        Raises:
+            RuntimeError: the executor was shut down.
+        """
+        if self._shut_down:
+            raise RuntimeError("InlineExecutor.submit was called after shutdown().")
+        future: Future[_T] = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new tasks (there is never anything queued or running)."""
+        self._shut_down = True
+
+
+def default_executor(max_parallel_jobs: int) -> ProcessExecutor:
+    """The executor a tuner uses when given none: one worker process per parallel training job.
+
+    Raises:
+        ValidationError: ``max_parallel_jobs`` is not an int >= 1.
+    """
+    return ProcessExecutor(_check_count(max_parallel_jobs, "max_parallel_jobs", "default_executor"))
+
+
+def resolve_executor(
+    executor: Executor | str | None, max_parallel_jobs: int
+) -> tuple[Executor, bool]:
+    """Turn a tuner's ``executor`` argument into an executor, and say whether the tuner owns it.
+
+    Args:
+        executor: ``None`` or ``"process"`` (a new ``ProcessExecutor``), ``"thread"`` (a new
+            ``ThreadPoolExecutor``), ``"inline"`` (a new ``InlineExecutor``), or any
+            ``concurrent.futures.Executor`` instance, used as given.
+        max_parallel_jobs: the number of workers for a new executor, an int >= 1.
+
+    Returns:
+        ``(executor, owned)``: ``owned`` is True when the executor was created here, and the caller
+        must then shut it down; an instance passed in stays the caller's to shut down.
+
+    Raises:
+        ValidationError: ``executor`` is none of the above, or ``max_parallel_jobs`` is not an
+            int >= 1.
+    """
+    count = _check_count(max_parallel_jobs, "max_parallel_jobs", "resolve_executor")
+    if isinstance(executor, Executor):
+        return executor, False
+    if executor is None or executor == "process":
+        return ProcessExecutor(count), True
+    if executor == "thread":
+        return ThreadPoolExecutor(max_workers=count), True
+    if executor == "inline":
+        return InlineExecutor(), True
+    if isinstance(executor, type) and issubclass(executor, Executor):
+        fix = f"pass an instance, such as {executor.__name__}(...), instead of the class"
+    else:
+        fix = "pass one of those; 'thread' suits objectives that release the GIL"
+    raise ValidationError(
+        "The 'executor' parameter must be None, 'process', 'thread', 'inline' or a "
+        f"concurrent.futures.Executor instance. Got {describe_value(executor)} instead. Fix: {fix}."
+    )
+
+
+def _check_count(value: object, name: str, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValidationError(
+            f"The {name!r} parameter of {owner} must be an int >= 1. "
+            f"Got {describe_value(value)} instead. Fix: pass {name}=1 or more."
+        )
+    return int(value)
+
+
+class _RemoteTraceback(Exception):
+    """The ``__cause__`` of an exception from a worker: printing it shows where it was raised."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(eq=False, slots=True)
+class _Task:
+    future: Future[Any]
+    payload: bytes
+
+
+@dataclass(eq=False, slots=True)
+class _Worker:
+    process: subprocess.Popen[bytes]
+    conn: Connection
+    ready: bool = False  # its ready message arrived
+    task: _Task | None = None  # the task sent to it whose reply has not arrived
+    killed: bool = False  # kill() sent SIGKILL: it is dying, never to be given a task again
+
+
+class _Pool:
+    """The state a ``ProcessExecutor`` shares with its manager thread, and that thread's loop.
+
+    Invariants, under ``lock``: ``running`` maps the future of each running task to its worker, and
+    whoever pops a future from ``running`` (the manager on a reply or a death, ``kill``) is the one
+    who completes it. A worker leaves ``workers`` before it is reaped, and processes are signalled
+    only while in ``workers``, so a signal never reaches a recycled pid. Only the manager thread
+    adds to or removes from ``workers`` and ``idle``, and only it reads from the connections.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        # Reentrant: a garbage-collection finalizer may call shutdown() while this thread holds it.
+        self.lock = threading.RLock()
+        self.pending: collections.deque[_Task] = collections.deque()
+        self.running: dict[Future[Any], _Worker] = {}
+        self.workers: dict[Connection, _Worker] = {}
+        self.idle: list[_Worker] = []
+        self.size = 0  # the number of workers to keep alive: the most the tasks have needed so far
+        self.closed_reason: str | None = None  # why submit() is refused, once it is
+        self.terminated = False
+        self.thread: threading.Thread | None = None
+        self.wake_r = self.wake_w = -1
+        self.wake_sent = False
+        self.owner_pid = os.getpid()
+
+    # ---- the callers' side ----------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        if self.closed_reason is not None:
+            raise RuntimeError(f"ProcessExecutor.submit was called after {self.closed_reason}.")
+        if os.getpid() != self.owner_pid:
+            raise RuntimeError(
+                "ProcessExecutor.submit was called in a fork of the process that created the "
+                "executor, which has none of its workers. Fix: create a new executor there."
+            )
+
+    def submit(self, payload: bytes) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self.lock:
+            self.check_open()
+            if self.thread is None:
+                self._start_manager()
+            self.pending.append(_Task(future, payload))
+            self._wake()
+        return future
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        if os.getpid() != self.owner_pid:
+            return  # a fork of the parent: the workers and the manager thread are not ours
+        with self.lock:
+            if self.closed_reason is None:
+                self.closed_reason = "shutdown()"
+            cancelled = list(self.pending) if cancel_futures else []
+            if cancel_futures:
+                self.pending.clear()
+            self._wake()
+            thread = self.thread
+        for task in cancelled:
+            task.future.cancel()
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def kill(self, future: Future[Any]) -> bool:
+        if os.getpid() != self.owner_pid:
+            return False
+        with self.lock:
+            worker = self.running.pop(future, None)
+            if worker is None:
+                return False
+            worker.killed = True
+            _kill_process_group(worker.process)
+        future.set_exception(
+            TaskKilledError(
+                f"worker process {worker.process.pid} was killed on request (SIGKILL) while"
+                " running the task"
+            )
+        )
+        return True
+
+    def terminate(self) -> None:
+        """Kill every worker now; registered with atexit while the manager thread runs."""
+        if os.getpid() != self.owner_pid:
+            return  # a fork of the parent inherited this hook, but not the workers
+        with self.lock:
+            self.terminated = True
+            if self.closed_reason is None:
+                self.closed_reason = "the interpreter began to exit"
+            for worker in self.workers.values():
+                _kill_process_group(worker.process)
+            self._wake()
+            thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_EXIT_GRACE_SECONDS)  # the manager reaps the killed workers
+
+    def _wake(self) -> None:
+        # Under lock. One byte at most sits in the pipe: the manager clears wake_sent as it reads.
+        if not self.wake_sent and self.wake_w >= 0:
+            self.wake_sent = True
+            os.write(self.wake_w, b"\0")
+
+    def _start_manager(self) -> None:
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        atexit.register(self.terminate)
+        self.thread = threading.Thread(
+            target=self._manage, name="amtlib-ProcessExecutor-manager", daemon=True
+        )
+        self.thread.start()
+
+    # ---- the manager thread ---------------------------------------------------------------------
+
+    def _manage(self) -> None:
+        try:
+            while self._step():
+                pass
+        except BaseException as exc:
+            with self.lock:
+                self.closed_reason = f"its manager thread failed with {exc!r}"
+            raise
+        finally:
+            self._stop()
+
+    def _step(self) -> bool:
+        """Hand out tasks, start workers, then wait for one event and handle it; False to stop."""
+        with self.lock:
+            if self.terminated:
+                return False
+            assigned = self._assign_tasks()
+            to_start = self._plan_starts()
+            if self.closed_reason is not None and not self.pending and not self.running:
+                return False
+        for worker, payload in assigned:
+            # On failure the worker is dead: its end of file is next, and fails the task.
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(payload)
+        for _ in range(to_start):
+            self._start_worker()
+        for ready in wait([self.wake_r, *self.workers]):
+            if isinstance(ready, Connection):
+                self._on_readable(self.workers[ready])
+            else:
+                with self.lock:
+                    self.wake_sent = False
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_r, 64)
+        return True
+
+    def _assign_tasks(self) -> list[tuple[_Worker, bytes]]:
+        # Under lock.
+        assigned = []
+        while self.pending and self.idle:
+            task = self.pending.popleft()
+            if not task.future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            worker = self.idle.pop()
+            worker.task = task
+            self.running[task.future] = worker
+            assigned.append((worker, task.payload))
+        return assigned
+
+    def _plan_starts(self) -> int:
+        # Under lock. Before shutdown the pool keeps its high-water size, so a dead worker's
+        # replacement is ready before the next task needs it; after shutdown, only what is queued.
+        needed = min(self.max_workers, len(self.running) + len(self.pending))
+        if self.closed_reason is None:
+            self.size = max(self.size, needed)
+            needed = self.size
+        return max(0, needed - len(self.workers))
+
+    def _start_worker(self) -> None:
+        parent_end, child_end = socket.socketpair()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "amtlib._worker", str(child_end.fileno()), str(os.getpid())],
+                pass_fds=(child_end.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        conn = Connection(parent_end.detach())
+        try:
+            cwd: str | None = os.getcwd()
+        except OSError:
+            cwd = None  # the parent's directory was deleted; the worker stays where it started
+        # The socket buffers the setup until the worker reads it: workers start concurrently.
+        # On failure it died at once: its end of file comes next.
+        with contextlib.suppress(OSError):
+            conn.send_bytes(pickle.dumps({"sys_path": list(sys.path), "cwd": cwd}))
+        with self.lock:
+            self.workers[conn] = _Worker(process, conn)
+
+    def _on_readable(self, worker: _Worker) -> None:
+        try:
+            reply = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._on_exit(worker)
+            return
+        with self.lock:
+            if not worker.ready:  # the reply is READY
+                worker.ready = True
+                self.idle.append(worker)
+                return
+            task, worker.task = worker.task, None
+            mine = task is not None and self.running.pop(task.future, None) is not None
+            if not worker.killed:
+                self.idle.append(worker)
+        if task is not None and mine:
+            _settle(task.future, reply)
+
+    def _on_exit(self, worker: _Worker) -> None:
+        # End of file: the worker is exiting, its exit code already fixed. Kill its process group
+        # now, so that whatever its task started dies with it, then reap it.
+        _kill_process_group(worker.process)
+        with self.lock:
+            del self.workers[worker.conn]
+            if worker in self.idle:
+                self.idle.remove(worker)
+            task = worker.task
+            mine = task is not None and self.running.pop(task.future, None) is not None
+            victim = None
+            if not worker.ready:
+                # It died while starting. Do not restart it for nothing; and if no worker has come
+                # up, fail a queued task, so that a worker that can never start fails each task once
+                # instead of spinning forever.
+                self.size = min(self.size, len(self.workers))
+                if not any(w.ready for w in self.workers.values()):
+                    victim = self._pop_startable_task()
+        worker.conn.close()
+        returncode = worker.process.wait()
+        pid = worker.process.pid
+        if task is not None and mine:
+            task.future.set_exception(
+                WorkerDiedError(
+                    f"worker process {pid} {_describe_exit(returncode)} while running the task"
+                )
+            )
+        if victim is not None:
+            victim.future.set_exception(
+                WorkerDiedError(
+                    f"worker process {pid} {_describe_exit(returncode)} before it was ready, so the"
+                    f" task could not start; its error output, if any, is above. The command was:"
+                    f" {sys.executable} -m amtlib._worker"
+                )
+            )
+
+    def _pop_startable_task(self) -> _Task | None:
+        # Under lock.
+        while self.pending:
+            task = self.pending.popleft()
+            if task.future.set_running_or_notify_cancel():
+                return task
+        return None
+
+    def _stop(self) -> None:
+        """Ask every worker to exit, kill those that do not in time, reap them all."""
+        with self.lock:
+            workers = list(self.workers.values())
+            self.workers.clear()
+            self.idle.clear()
+            queued = [task.future for task in self.pending]
+            running = list(self.running)
+            self.pending.clear()
+            self.running.clear()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.wake_r = self.wake_w = -1
+            reason = self.closed_reason
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send_bytes(STOP)
+            worker.conn.close()
+        deadline = time.monotonic() + _EXIT_GRACE_SECONDS
+        for worker in workers:
+            try:
+                worker.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _kill_process_group(worker.process)
+                worker.process.wait()
+        # Only after termination or a failure of this thread are tasks left over.
+        orphans = [f for f in queued if f.set_running_or_notify_cancel()] + running
+        for future in orphans:
+            future.set_exception(WorkerDiedError(f"the executor stopped after {reason}"))
+        atexit.unregister(self.terminate)
+
+
+def _settle(future: Future[Any], reply: bytes) -> None:
+    """Complete a future from a worker's reply."""
+    try:
+        message = pickle.loads(reply)
+    except Exception as exc:
+        # Error replies hold only plain data, so this was a result.
+        future.set_exception(
+            RemoteTaskError(
+                f"{type(exc).__module__}.{type(exc).__qualname__}",
+                f"the task's result could not be unpickled in the parent process: {exc}",
+                "",
+            )
+        )
+        return
+    if message[0]:
+        future.set_result(message[1])
+        return
+    _, pickled, type_name, text, remote_traceback = message
+    error: object = None
+    if pickled is not None:
+        with contextlib.suppress(Exception):
+            error = pickle.loads(pickled)
+    if not isinstance(error, BaseException):
+        error = RemoteTaskError(type_name, text, remote_traceback)
+    error.__cause__ = _RemoteTraceback(remote_traceback)
+    future.set_exception(error)
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    if -returncode == signal.SIGKILL:
+        return f"died with {name} (the system may have run out of memory)"
+    return f"died with {name}"
+
+
+def _kill_process_group(process: subprocess.Popen[bytes]) -> None:
+    # Each worker leads its own process group (start_new_session), which holds what its task
+    # started; the worker itself is signalled too in case its task moved it to another group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGKILL)
