@@ -351,9 +351,7 @@ class CategoricalParameter(Parameter):
             )
         seen: set[tuple[str, object]] = set()
         for value in values:
-            ok = isinstance(value, (str, bool)) or (
-                _is_real(value) and math.isfinite(value)
-            )
+            ok = isinstance(value, (str, bool)) or (_is_real(value) and math.isfinite(value))
             if not ok:
                 raise ValidationError(
                     f"CategoricalParameter({values!r}): each value must be a string, a finite "
@@ -553,6 +551,33 @@ class SearchSpace:
             name: param._decode(point[sl])
             for (name, param), sl in zip(self.ranges.items(), self._slices, strict=True)
         }
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """Snap points of the cube, shape ``(m, n_dims)``, to the points of the configurations they
+        decode to (vectorised ``encode(decode(x))``): integers to the centre of their cell, one-hot
+        blocks to their largest entry, everything into ``[0, 1]``."""
+        out = np.clip(np.array(points, dtype=float, ndmin=2), 0.0, 1.0)
+        for param, sl in zip(self.ranges.values(), self._slices, strict=True):
+            if isinstance(param, CategoricalParameter):
+                block = out[:, sl]
+                hot = np.zeros_like(block)
+                hot[np.arange(len(block)), np.argmax(block, axis=1)] = 1.0
+                out[:, sl] = hot
+            elif isinstance(param, IntegerParameter):
+                t = param._transform
+                values = np.clip(
+                    np.round(t.from_unit(out[:, sl.start])), param.min_value, param.max_value
+                )
+                out[:, sl.start] = t.to_unit(values)
+        return out
+
+    def refinable_mask(self) -> np.ndarray:
+        """Which dimensions of the cube may move continuously (numeric ranges, not one-hot)."""
+        mask = np.ones(self.n_dims, dtype=bool)
+        for param, sl in zip(self.ranges.values(), self._slices, strict=True):
+            if isinstance(param, CategoricalParameter):
+                mask[sl] = False
+        return mask
 
     def sample(self, rng: np.random.Generator) -> dict[str, Value]:
         """One configuration drawn from each range's own distribution."""

@@ -145,7 +145,8 @@ class Tuner:
             ``CategoricalParameter``, searched in declaration order.
         objective_type: ``"Maximize"`` (the SDK's default) or ``"Minimize"``.
         static_hyperparameters: fixed values passed to every job (JSON-serialisable).
-        strategy: ``"Random"`` or ``"Grid"`` (case-insensitive).
+        strategy: ``"Bayesian"`` (the default, as in the SDK), ``"Random"`` or ``"Grid"``
+            (case-insensitive).
         strategy_config: strategy-specific settings.
         max_jobs: training jobs to launch in all, failed ones included. Grid: the grid's size (the
             default), and only that. Others: default 1, as in the SDK.
@@ -183,7 +184,7 @@ class Tuner:
         *,
         objective_type: str = "Maximize",
         static_hyperparameters: Mapping[str, Any] | None = None,
-        strategy: str = "Random",
+        strategy: str = "Bayesian",
         strategy_config: Mapping[str, Any] | None = None,
         max_jobs: int | None = None,
         max_parallel_jobs: int = 1,

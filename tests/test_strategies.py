@@ -100,7 +100,14 @@ def test_restore_gives_the_same_state_as_asking(name):
     restored = make_strategy(name, space, seed=5)
     restored.restore(trials)
     assert restored.n_asked == original.n_asked == 7
-    assert restored.ask(3) == original.ask(3)
+    if original.exact_replay:
+        assert restored.ask(3) == original.ask(3)
+    else:
+        # Same data, but fits warm-started along another path: suggestions agree up to the
+        # optimiser's tolerance (measured in the unit cube; a different basin would be ~0.1+).
+        a = np.array([space.encode(p) for p in restored.ask(3)])
+        b = np.array([space.encode(p) for p in original.ask(3)])
+        assert np.max(np.abs(a - b)) < 0.02
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -8,16 +8,19 @@ from typing import Any
 from amtlib.errors import ValidationError, describe_value
 from amtlib.space import SearchSpace
 from amtlib.strategies.base import Strategy
+from amtlib.strategies.bayesian import BayesianStrategy
 from amtlib.strategies.grid import GridStrategy
 from amtlib.strategies.random import RandomStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
+    "Bayesian": BayesianStrategy,
     "Grid": GridStrategy,
     "Random": RandomStrategy,
 }
 
 __all__ = [
     "STRATEGIES",
+    "BayesianStrategy",
     "GridStrategy",
     "RandomStrategy",
     "Strategy",

@@ -52,6 +52,9 @@ class Strategy(abc.ABC):
     name: ClassVar[str]
     #: True when the strategy stops trials itself (Hyperband): the tuner then refuses early stopping.
     stops_trials: ClassVar[bool] = False
+    #: True when ``restore`` reproduces the asking state exactly. A model that warm-starts its fits
+    #: from the previous one (Bayesian) reaches the same data but may differ in numerical detail.
+    exact_replay: ClassVar[bool] = True
 
     def __init__(
         self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None

@@ -1,0 +1,289 @@
+"""Bayesian optimisation: a Gaussian process over the unit cube, log expected improvement, fantasies.
+
+One suggestion, for training job ``i``:
+
+1. **Initial design** (``i < initial_design_size``): a Latin hypercube of the cube, seeded once, so
+   the first jobs spread over every range. ``Auto`` ranges spanning two or more decades above 0 are
+   laid out on a log scale here (a hedge: a quarter of the points still land in the top decade).
+2. **Model**: the finished jobs with a usable objective, encoded to the cube, and their losses go to
+   a GP (`amtlib.strategies._gp`): Matérn-5/2 ARD kernel, constant mean, learned noise, weak priors,
+   warm-started from the previous fit, output standardised (Yeo-Johnson when it helps).
+3. **Auto scaling is learned**: each ``Auto`` numeric range may be encoded ``Linear``,
+   ``Logarithmic`` (when ``min_value > 0``) or ``ReverseLogarithmic`` (continuous, inside [0, 1)).
+   The strategy keeps the encoding whose fitted GP has the highest marginal likelihood (plus prior),
+   changing one range at a time (a greedy pass, repeated as data arrives). ``describe()`` reports the
+   scale chosen for each ``Auto`` range.
+4. **Running jobs** are fantasised: the GP is conditioned on them at its posterior mean (kriging
+   believer), which shrinks the variance around them so parallel suggestions spread out.
+5. **Acquisition**: log expected improvement below the incumbent, maximised over a random candidate
+   set plus perturbations of the best observed points, refined with L-BFGS-B (integer and
+   continuous dimensions; one-hot dimensions held), then snapped to a valid configuration.
+   Configurations already launched (finished, failed or running) are excluded, so a finite space is
+   never searched twice; when nothing is left, ``ask`` returns ``[]``.
+
+Failed jobs are never told to the model as values; their configurations are excluded from future
+suggestions. Everything random comes from ``SeedSequence(random_seed)``: the same seed and the same
+order of ``ask``/``tell`` calls give the same suggestions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy.stats import qmc
+
+from amtlib.errors import ValidationError, describe_value
+from amtlib.records import Trial
+from amtlib.space import (
+    ContinuousParameter,
+    ScalingType,
+    SearchSpace,
+    _NumericParameter,
+)
+from amtlib.strategies._acquisition import log_ei_acquisition, maximize_acquisition
+from amtlib.strategies._gp import GaussianProcess, fit_gp, log_prior
+from amtlib.strategies.base import Strategy, model_rng, trial_rng
+
+_CONFIG_KEYS = {
+    "initial_design_size": "training jobs laid out by a Latin hypercube before the model takes over",
+    "n_candidates": "random candidates scored per suggestion before L-BFGS-B refinement",
+}
+# Finite spaces up to this size are enumerated when random candidates find nothing new.
+_MAX_ENUMERATION = 100_000
+
+
+def _scaling_options(param: _NumericParameter) -> list[ScalingType]:
+    """Encodings the model may choose between for an ``Auto`` range."""
+    options = [ScalingType.LINEAR]
+    if param.min_value > 0:
+        options.append(ScalingType.LOGARITHMIC)
+    if isinstance(param, ContinuousParameter) and param.min_value >= 0 and param.max_value < 1:
+        options.append(ScalingType.REVERSE_LOGARITHMIC)
+    return options
+
+
+class BayesianStrategy(Strategy):
+    """Gaussian-process Bayesian optimisation (AMT's default strategy). See the module docstring.
+
+    ``strategy_config`` keys (all optional):
+        initial_design_size: jobs laid out by a Latin hypercube first. Default
+            ``min(max(5, d + 1), 10)`` for ``d`` ranges.
+        n_candidates: random candidates scored per suggestion (default 1024).
+    """
+
+    name = "Bayesian"
+    exact_replay = False
+
+    def __init__(
+        self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(space, seed=seed, config=config)
+        for key, value in self.config.items():
+            if key not in _CONFIG_KEYS:
+                raise ValidationError(
+                    f"strategy_config[{key!r}] is not a setting of the Bayesian strategy. Known: "
+                    f"{sorted(_CONFIG_KEYS)}. Fix: remove it."
+                )
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(
+                    f"strategy_config[{key!r}] ({_CONFIG_KEYS[key]}) must be an int >= 1. Got "
+                    f"{describe_value(value)} instead. Fix: pass a positive whole number."
+                )
+        d = len(space)
+        self.initial_design_size = int(
+            self.config.get("initial_design_size", min(max(5, d + 1), 10))
+        )
+        self.n_candidates = int(self.config.get("n_candidates", 1024))
+        self._auto = {
+            name: _scaling_options(p)
+            for name, p in space
+            if isinstance(p, _NumericParameter) and p.scaling_type is ScalingType.AUTO
+        }
+        self._auto = {name: opts for name, opts in self._auto.items() if len(opts) > 1}
+        self._scaling: dict[str, ScalingType] = {name: ScalingType.LINEAR for name in self._auto}
+        self._spaces: dict[tuple[ScalingType, ...], SearchSpace] = {}
+        self._warm: dict[tuple[ScalingType, ...], Any] = {}
+        self._observed: list[tuple[dict[str, Any], float]] = []
+        self._failed: list[dict[str, Any]] = []
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._seen: set[tuple[tuple[str, object], ...]] = set()
+        self._n_fits = 0
+        self._design: np.ndarray | None = None
+        self.last_log_ei: float | None = None
+        self._last_model: GaussianProcess | None = None
+
+    # -- the seam ---------------------------------------------------------------------------------
+
+    def ask(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(n):
+            params = self._suggest(self.n_asked)
+            if params is None:
+                break
+            self._launched(params)
+            out.append(params)
+        return out
+
+    def _launched(self, hyperparameters: Mapping[str, Any]) -> None:
+        self._pending[self.n_asked] = dict(hyperparameters)
+        self._seen.add(self.space.key(hyperparameters))
+        super()._launched(hyperparameters)
+
+    def tell(self, trial: Trial) -> None:
+        params = self._pending.pop(trial.index, trial.hyperparameters)
+        if trial.loss is None or not math.isfinite(trial.loss):
+            self._failed.append(params)
+        else:
+            self._observed.append((params, float(trial.loss)))
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"InitialDesignSize": self.initial_design_size}
+        if self._auto:
+            out["LearnedScaling"] = {name: s.value for name, s in self._scaling.items()}
+        if self.last_log_ei is not None:
+            out["PlausibleImprovement"] = self.plausible_improvement()
+        return out
+
+    def plausible_improvement(self) -> float | None:
+        """Expected improvement over the best job at the last suggestion, in objective units.
+
+        A completion criterion can stop the tuning job when this is negligible.
+        """
+        if self._last_model is None or self.last_log_ei is None:
+            return None
+        return self._last_model.improvement_in_original_units(math.exp(self.last_log_ei))
+
+    # -- suggestions ------------------------------------------------------------------------------
+
+    def _space_for(self, scaling: Mapping[str, ScalingType]) -> SearchSpace:
+        key = tuple(scaling[name] for name in self._auto)
+        if key not in self._spaces:
+            self._spaces[key] = self.space.with_scaling(scaling)
+        return self._spaces[key]
+
+    def _suggest(self, index: int) -> dict[str, Any] | None:
+        size = self.space.size()
+        if size is not None and len(self._seen) >= size:
+            return None
+        if index < self.initial_design_size or len(self._observed) < 2:
+            params = self._initial(index)
+            if self.space.key(params) not in self._seen:
+                return params
+            if len(self._observed) < 2:
+                return self._random_unseen(index)
+        return self._model_based(index)
+
+    def _random_unseen(self, index: int) -> dict[str, Any] | None:
+        """A random configuration not yet launched (before the model has data to go on)."""
+        rng = trial_rng(self.seed, index)
+        for _ in range(100):
+            params = self.space.sample(rng)
+            if self.space.key(params) not in self._seen:
+                return params
+        unseen = self._unseen(self.space)
+        return None if not unseen else unseen[int(rng.integers(len(unseen)))]
+
+    def _unseen(self, space: SearchSpace) -> list[dict[str, Any]]:
+        """Every configuration not yet launched, in a finite space small enough to list."""
+        size = space.size()
+        if size is None or size > _MAX_ENUMERATION:
+            return []
+        every = itertools.product(*(p.values() for _, p in space))
+        configs = (dict(zip(space.names, combo, strict=True)) for combo in every)
+        return [p for p in configs if space.key(p) not in self._seen]
+
+    def _initial(self, index: int) -> dict[str, Any]:
+        if index >= self.initial_design_size:
+            return self.space.sample(trial_rng(self.seed, index))
+        if self._design is None:
+            sampler = qmc.LatinHypercube(d=self.space.n_dims, seed=model_rng(self.seed, 0))
+            self._design = sampler.random(self.initial_design_size)
+        hedge = {
+            name: ScalingType.LOGARITHMIC
+            for name in self.space.auto_ranges_spanning_decades(2.0)
+            if name in self._auto
+        }
+        return self._space_for({**self._scaling, **hedge}).decode(self._design[index])
+
+    def _model_based(self, index: int) -> dict[str, Any] | None:
+        rng = model_rng(self.seed, index + 1)
+        space, fitted = self._fit(rng)
+        model = fitted
+        pending = [self._pending[i] for i in sorted(self._pending)]
+        if pending:
+            model = model.condition_on(np.array([space.encode(p) for p in pending]))
+        acquisition = log_ei_acquisition(model, fitted.incumbent)
+        launched = [p for p, _ in self._observed] + self._failed + pending
+        exclude = np.array([space.encode(p) for p in launched])
+        losses = np.array([loss for _, loss in self._observed])
+        anchors = np.array([space.encode(self._observed[i][0]) for i in np.argsort(losses)[:3]])
+
+        def sample(r: np.random.Generator, m: int) -> np.ndarray:
+            return space.project(r.random((m, space.n_dims)))
+
+        found = maximize_acquisition(
+            acquisition, sample, space.refinable_mask(), space.project, rng,
+            exclude=exclude, anchors=anchors, x_scale=fitted.hyperparameters.lengthscales,
+            n_candidates=self.n_candidates,
+        )  # fmt: skip
+        if found is None:
+            found = self._enumerate_unseen(space, acquisition)
+            if found is None:
+                return None
+        point, value = found
+        self._last_model, self.last_log_ei = fitted, float(value)
+        return space.decode(point)
+
+    def _enumerate_unseen(
+        self, space: SearchSpace, acquisition: Any
+    ) -> tuple[np.ndarray, float] | None:
+        """Best configuration not yet launched, by enumeration (small finite spaces only)."""
+        unseen = self._unseen(space)
+        if not unseen:
+            return None
+        X = np.array([space.encode(p) for p in unseen])
+        values, _ = acquisition(X)
+        best = int(np.argmax(np.nan_to_num(values, nan=-np.inf)))
+        return X[best], float(values[best])
+
+    # -- the model --------------------------------------------------------------------------------
+
+    def _fit(self, rng: np.random.Generator) -> tuple[SearchSpace, GaussianProcess]:
+        """The chosen encoding of the space and the GP fitted to the finished jobs in it."""
+        y = np.array([loss for _, loss in self._observed])
+        n = len(y)
+        self._n_fits += 1
+        restarts = 2 if self._n_fits % 10 == 1 else None
+
+        def fit(scaling: Mapping[str, ScalingType]) -> tuple[float, SearchSpace, GaussianProcess]:
+            space = self._space_for(scaling)
+            key = tuple(scaling[name] for name in self._auto)
+            X = np.array([space.encode(p) for p, _ in self._observed])
+            gp = fit_gp(X, y, rng, warm_start=self._warm.get(key), n_restarts=restarts)
+            self._warm[key] = gp.hyperparameters
+            theta = gp.hyperparameters.to_vector()
+            score = gp.log_marginal_likelihood() + log_prior(theta, X.shape[1])[0]
+            return score, space, gp
+
+        best = fit(self._scaling)
+        if self._auto and self._selection_due(n):
+            for name, options in self._auto.items():
+                for option in options:
+                    if option is self._scaling[name]:
+                        continue
+                    trial = {**self._scaling, name: option}
+                    candidate = fit(trial)
+                    if candidate[0] > best[0]:
+                        best, self._scaling = candidate, trial
+        _, space, gp = best
+        return space, gp
+
+    def _selection_due(self, n: int) -> bool:
+        """Whether to reconsider the encodings of Auto ranges (cheap early, sparse later)."""
+        if n < 40:
+            return True
+        return self._n_fits % (5 if n < 200 else 20) == 0
