@@ -107,6 +107,14 @@ class _Transform:
             value = np.log1p(-value)
         return np.clip((value - self._a) / (self._b - self._a), 0.0, 1.0)
 
+    def scalar_to_unit(self, value: float) -> float:
+        """``to_unit`` for one value, without numpy's per-call overhead (encoding is a hot path)."""
+        if self.scaling is ScalingType.LOGARITHMIC:
+            value = math.log(value)
+        elif self.scaling is ScalingType.REVERSE_LOGARITHMIC:
+            value = math.log1p(-value)
+        return min(1.0, max(0.0, (value - self._a) / (self._b - self._a)))
+
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         t = self._a + np.clip(u, 0.0, 1.0) * (self._b - self._a)
         if self.scaling is ScalingType.LOGARITHMIC:
@@ -262,7 +270,7 @@ class _NumericParameter(Parameter):
 
     def _encode(self, value: Any, name: str) -> list[float]:
         value = self._check_value(value, name)
-        return [float(self._transform.to_unit(np.asarray(float(value))))]
+        return [self._transform.scalar_to_unit(float(value))]
 
     def _decode(self, u: np.ndarray) -> Value:
         value = float(self._transform.from_unit(u[0]))

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--job-name", default=f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
     parser.add_argument("--store", default="demo.db")
     parser.add_argument("--max-jobs", type=int, default=30)
-    parser.add_argument("--strategy", default="Random")
+    parser.add_argument("--strategy", default="Bayesian")
     args = parser.parse_args()
 
     tuner = Tuner(

@@ -430,9 +430,17 @@ class GaussianProcess:
         return float(np.min(self._posterior(self.X[: self.n_observed], "mean")[0]))
 
     def log_marginal_likelihood(self) -> float:
-        """Log marginal likelihood of the data under the current hyperparameters (no prior)."""
-        lml, _ = log_marginal_likelihood(self.X, self.y, self.hyperparameters.to_vector())
-        return lml
+        """Log marginal likelihood of the data under the current hyperparameters (no prior).
+
+        Read off the Cholesky factor already computed (``O(n)``), jitter included if any was needed.
+        """
+        resid = self.y - self.hyperparameters.mean
+        n = len(self.y)
+        return float(
+            -0.5 * resid @ self._alpha
+            - np.log(np.diag(self._L)).sum()
+            - 0.5 * n * math.log(2.0 * math.pi)
+        )
 
     def _cross(self, Xq: FloatArray, with_g: bool) -> tuple[FloatArray, FloatArray, FloatArray]:
         Xqs = (Xq - self._center) / self._ls

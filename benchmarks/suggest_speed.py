@@ -1,0 +1,129 @@
+"""Time per suggestion of the Bayesian strategy, beside Optuna's GPSampler.
+
+For n = 100 and 500 finished observations of Hartmann-6 (random points of its 6-D box) and one
+running job, times ``ask(1)`` (model fit + acquisition optimisation) over ``--repeats`` suggestions,
+each followed by a ``tell``, and prints the median. Optuna's ``GPSampler`` (needs torch; see
+``benchmarks/requirements.txt``) is timed on the same data with ``study.ask``.
+
+    python benchmarks/suggest_speed.py [--sizes 100 500] [--repeats 15] [--skip-optuna]
+
+Targets (issue 3): median at most 50 ms with 100 observations, at most 0.5 s with 500.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amtlib import ContinuousParameter, SearchSpace
+from amtlib.records import TrainingJobStatus, Trial
+from amtlib.strategies import BayesianStrategy
+
+RESULTS = Path(__file__).parent / "results"
+NAMES = [f"x{i}" for i in range(6)]
+_A = np.array(
+    [
+        [10, 3, 17, 3.5, 1.7, 8],
+        [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8],
+        [17, 8, 0.05, 10, 0.1, 14],
+    ]
+)
+_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
+_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def hartmann6(x: np.ndarray) -> float:
+    return float(-np.sum(_ALPHA * np.exp(-np.sum(_A * (x - _P) ** 2, axis=1))))
+
+
+def amtlib_times(n: int, repeats: int, scaling: str) -> list[float]:
+    space = SearchSpace({name: ContinuousParameter(0.0, 1.0, scaling) for name in NAMES})
+    strategy = BayesianStrategy(space, seed=0)
+    rng = np.random.default_rng(0)
+    points = rng.random((n, 6))
+    strategy.restore(
+        [
+            Trial(
+                i,
+                dict(zip(NAMES, map(float, x), strict=True)),
+                TrainingJobStatus.COMPLETED,
+                hartmann6(x),
+            )
+            for i, x in enumerate(points)
+        ]
+    )
+    running = strategy.ask(1)[0]  # one running job throughout, as with 2 parallel jobs
+    index = n + 1
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        (params,) = strategy.ask(1)
+        times.append(time.perf_counter() - start)
+        x = np.array([params[name] for name in NAMES])
+        strategy.tell(Trial(index, params, TrainingJobStatus.COMPLETED, hartmann6(x)))
+        index += 1
+    del running
+    return times
+
+
+def optuna_times(n: int, repeats: int) -> list[float]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {name: optuna.distributions.FloatDistribution(0.0, 1.0) for name in NAMES}
+    study = optuna.create_study(sampler=optuna.samplers.GPSampler(seed=0))
+    rng = np.random.default_rng(0)
+    for x in rng.random((n, 6)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=dict(zip(NAMES, map(float, x), strict=True)),
+                distributions=dists,
+                value=hartmann6(x),
+            )
+        )
+    study.ask(dists)  # one running trial throughout
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        trial = study.ask(dists)
+        times.append(time.perf_counter() - start)
+        study.tell(trial, hartmann6(np.array([trial.params[name] for name in NAMES])))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--skip-optuna", action="store_true")
+    args = parser.parse_args()
+    rows: dict[str, float] = {}
+    for n in args.sizes:
+        for label, scaling in (("declared Linear", "Linear"), ("all Auto", "Auto")):
+            times = amtlib_times(n, args.repeats, scaling)
+            rows[f"amtlib Bayesian ({label}), n={n}"] = statistics.median(times)
+        if not args.skip_optuna:
+            rows[f"Optuna GPSampler, n={n}"] = statistics.median(optuna_times(n, args.repeats))
+    width = max(map(len, rows))
+    print(f"median time per suggestion, 6-D Hartmann, {args.repeats} suggestions, 1 running job")
+    for name, seconds in rows.items():
+        print(f"  {name.ljust(width)}  {seconds * 1000:8.1f} ms")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "suggest_speed.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
