@@ -6,12 +6,14 @@ Example:
 
 from amtlib.errors import (
     AmtlibError,
+    ReportChannelError,
     StoreError,
     TuningJobFailedError,
     ValidationError,
     WorkerDiedError,
 )
 from amtlib.records import ObjectiveStatus, Report, TrainingJob, TrainingJobStatus
+from amtlib.reporting import TrialStopped, current_job, report
 from amtlib.results import TuningJob
 from amtlib.space import (
     CategoricalParameter,
@@ -20,6 +22,7 @@ from amtlib.space import (
     ScalingType,
     SearchSpace,
 )
+from amtlib.stopping import MedianStopper
 from amtlib.store import SQLiteStore
 from amtlib.tuner import ScalingWarning, Tuner
 
@@ -30,8 +33,10 @@ __all__ = [
     "CategoricalParameter",
     "ContinuousParameter",
     "IntegerParameter",
+    "MedianStopper",
     "ObjectiveStatus",
     "Report",
+    "ReportChannelError",
     "SQLiteStore",
     "ScalingType",
     "ScalingWarning",
@@ -39,10 +44,13 @@ __all__ = [
     "StoreError",
     "TrainingJob",
     "TrainingJobStatus",
+    "TrialStopped",
     "Tuner",
     "TuningJob",
     "TuningJobFailedError",
     "ValidationError",
     "WorkerDiedError",
     "__version__",
+    "current_job",
+    "report",
 ]

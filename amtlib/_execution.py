@@ -15,23 +15,35 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from amtlib.records import ObjectiveStatus, TrainingJobStatus, json_safe
+from amtlib.records import ObjectiveStatus, Report, TrainingJobStatus, json_safe
+from amtlib.reporting import Action, ChannelSpec, JobContextSpec, TrialStopped, job_context
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything a worker needs to run one training job (picklable)."""
+    """Everything a worker needs to run one training job (picklable).
+
+    ``channel`` is where ``amtlib.report`` sends intermediate metrics (``None``: kept locally);
+    ``checkpoint_dir`` and ``resume_step`` reach the job through ``amtlib.current_job()``.
+    """
 
     function: Callable[[dict[str, Any]], Any]
     hyperparameters: dict[str, Any]
     objective_metric_name: str
     job_name: str
     index: int
+    channel: ChannelSpec | None = None
+    checkpoint_dir: str | None = None
+    resume_step: int = 0
 
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a training job ended, as seen from inside the worker."""
+    """How a training job ended, as seen from inside the worker.
+
+    ``reports`` are the worker's copy of what the job reported; ``stop_action``/``stop_reason`` say
+    why the tuner ended it (``"stop"`` or ``"pause"``) when it did.
+    """
 
     status: TrainingJobStatus
     objective_status: ObjectiveStatus
@@ -41,6 +53,9 @@ class JobOutcome:
     traceback: str | None = None
     start_time: float = 0.0
     end_time: float = 0.0
+    reports: tuple[Report, ...] = ()
+    stop_action: str | None = None
+    stop_reason: dict[str, Any] | None = None
 
 
 def _is_number(value: Any) -> bool:
@@ -86,28 +101,61 @@ def parse_result(result: Any, objective_metric_name: str) -> tuple[dict[str, Any
     return metrics, None
 
 
+def _last_reported(reports: tuple[Report, ...]) -> dict[str, Any]:
+    """The last reported value of each metric (AMT's objective of a job is the latest value)."""
+    metrics: dict[str, Any] = {}
+    for report in reports:
+        metrics.update(report.metrics)
+    return metrics
+
+
 def run_training_job(spec: JobSpec) -> JobOutcome:
     """Run one training job and describe how it ended (runs inside the worker)."""
     start = time.time()
-    try:
-        result = spec.function(dict(spec.hyperparameters))
-    except (Exception, SystemExit) as exc:
-        return JobOutcome(
-            status=TrainingJobStatus.FAILED,
-            objective_status=ObjectiveStatus.FAILED,
-            objective_value=None,
-            failure_reason=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-            start_time=start,
-            end_time=time.time(),
-        )
+    context = JobContextSpec(
+        spec.job_name,
+        spec.index,
+        spec.hyperparameters,
+        spec.channel,
+        spec.checkpoint_dir,
+        spec.resume_step,
+        step_offset=spec.resume_step,
+    )
+    result: Any = None
+    stopped: TrialStopped | None = None
+    with job_context(context) as job:
+        try:
+            result = spec.function(dict(spec.hyperparameters))
+        except TrialStopped as exc:
+            stopped = exc
+        except (Exception, SystemExit) as exc:
+            return JobOutcome(
+                status=TrainingJobStatus.FAILED,
+                objective_status=ObjectiveStatus.FAILED,
+                objective_value=None,
+                metrics=_last_reported(job.reports),
+                failure_reason=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+                start_time=start,
+                end_time=time.time(),
+                reports=job.reports,
+            )
+        reports, decision = job.reports, job.decision
+    last = _last_reported(reports)
+    if (stopped is not None or result is None) and spec.objective_metric_name in last:
+        result = last  # no return value: the objective is the last value reported, as in AMT
     metrics, problem = parse_result(result, spec.objective_metric_name)
+    action = stopped.action if stopped is not None else (decision.action if decision else None)
+    reason = stopped.reason if stopped is not None else (decision.reason if decision else None)
     return JobOutcome(
-        status=TrainingJobStatus.COMPLETED,
+        status=TrainingJobStatus.STOPPED if action else TrainingJobStatus.COMPLETED,
         objective_status=ObjectiveStatus.FAILED if problem else ObjectiveStatus.SUCCEEDED,
         objective_value=None if problem else metrics[spec.objective_metric_name],
         metrics=metrics,
         failure_reason=f"Objective: {problem}" if problem else None,
         start_time=start,
         end_time=time.time(),
+        reports=reports,
+        stop_action=None if action is None else Action(action).value,
+        stop_reason=reason,
     )

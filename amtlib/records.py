@@ -42,18 +42,27 @@ class ObjectiveType(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Report:
-    """One step of intermediate metrics reported by a running training job."""
+    """One step of intermediate metrics reported by a running training job.
+
+    ``decision`` is what the tuner answered (``{"action": ..., "reason": ...}``), once recorded.
+    """
 
     step: int
     metrics: dict[str, float]
     timestamp: float
+    decision: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "metrics": self.metrics, "timestamp": self.timestamp}
+        out = {"step": self.step, "metrics": self.metrics, "timestamp": self.timestamp}
+        if self.decision is not None:
+            out["decision"] = self.decision
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Report:
-        return cls(int(data["step"]), dict(data["metrics"]), float(data["timestamp"]))
+        return cls(
+            int(data["step"]), dict(data["metrics"]), float(data["timestamp"]), data.get("decision")
+        )
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,9 @@ class TrainingJob:
         retryable: a failure of the machinery (a worker died), not of the job's own code.
         attempt: 1 for the first launch, more when re-run after an interruption.
         creation_time, start_time, end_time: seconds since the epoch.
-        reports: intermediate metrics, in the order they arrived.
-        stop_reason: why the tuner stopped the job, when it did.
+        reports: intermediate metrics, in the order they arrived, each with the tuner's decision.
+        stop_reason: why the tuner stopped (or paused) the job, when it did.
+        history: job-level events in order (``paused``, ``promoted``, ``rerun``), each a dict.
     """
 
     index: int
@@ -93,9 +103,23 @@ class TrainingJob:
     end_time: float | None = None
     reports: tuple[Report, ...] = ()
     stop_reason: dict[str, Any] | None = None
+    history: tuple[dict[str, Any], ...] = ()
 
     def is_finished(self) -> bool:
         return self.status.is_finished()
+
+    @property
+    def paused(self) -> bool:
+        """Paused by the strategy (Hyperband promotion): may be resumed from its checkpoint."""
+        return (
+            self.status is TrainingJobStatus.STOPPED
+            and self.stop_reason is not None
+            and self.stop_reason.get("action") == "pause"
+        )
+
+    def steps(self, metric: str) -> dict[int, float]:
+        """The reported values of ``metric`` by step (the last report of a step wins)."""
+        return {r.step: r.metrics[metric] for r in self.reports if metric in r.metrics}
 
     @property
     def training_time(self) -> float | None:
@@ -124,6 +148,7 @@ class TrainingJob:
             "start_time": self.start_time,
             "end_time": self.end_time,
             "stop_reason": self.stop_reason,
+            "history": list(self.history),
         }
         if with_reports:
             out["reports"] = [r.to_dict() for r in self.reports]
@@ -148,6 +173,7 @@ class TrainingJob:
             end_time=data.get("end_time"),
             reports=tuple(Report.from_dict(r) for r in data.get("reports") or ()),
             stop_reason=data.get("stop_reason"),
+            history=tuple(data.get("history") or ()),
         )
 
 
@@ -161,6 +187,7 @@ class Trial:
         status: how the job ended.
         loss: the objective value, sign-flipped for ``Maximize``; ``None`` when the objective failed.
         intermediate: ``(step, loss)`` pairs of the objective metric reported while it ran.
+        paused: the job ended paused by the strategy (Hyperband promotion) and may be resumed.
     """
 
     index: int
@@ -168,6 +195,7 @@ class Trial:
     status: TrainingJobStatus
     loss: float | None
     intermediate: tuple[tuple[int, float], ...] = ()
+    paused: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -186,6 +186,13 @@ class SQLiteStore:
                 (tuning_job, index, seq, _dumps(report.to_dict())),
             )
 
+    def delete_reports(self, tuning_job: str, index: int) -> None:
+        """Forget a training job's reports (it is re-run from the start after an interruption)."""
+        with self._transaction():
+            self._conn.execute(
+                "DELETE FROM reports WHERE tuning_job=? AND idx=?", (tuning_job, index)
+            )
+
     def get_training_jobs(self, tuning_job: str) -> list[TrainingJob]:
         """Every training job of a tuning job, in index order, with its reports."""
         with self._lock:

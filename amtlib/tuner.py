@@ -15,28 +15,24 @@ import re
 import secrets
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from amtlib._execution import JobOutcome, JobSpec, run_training_job
-from amtlib._progress import ProgressBar
+from amtlib._run import Run
 from amtlib.errors import (
-    AmtlibError,
-    StoreError,
-    TuningJobFailedError,
     ValidationError,
-    WorkerDiedError,
     describe_value,
 )
-from amtlib.records import ObjectiveStatus, ObjectiveType, TrainingJob, TrainingJobStatus, Trial
+from amtlib.records import ObjectiveType
 from amtlib.results import TuningJob
 from amtlib.space import Parameter, SearchSpace
+from amtlib.stopping import MedianStopper, parse_early_stopping
 from amtlib.store import SQLiteStore, open_store
-from amtlib.strategies import make_strategy, parse_strategy
+from amtlib.strategies import parse_strategy
 from amtlib.strategies.grid import check_grid_space
+from amtlib.strategies.hyperband import hyperband_config
 
 
 class ScalingWarning(UserWarning):
@@ -145,9 +141,13 @@ class Tuner:
             ``CategoricalParameter``, searched in declaration order.
         objective_type: ``"Maximize"`` (the SDK's default) or ``"Minimize"``.
         static_hyperparameters: fixed values passed to every job (JSON-serialisable).
-        strategy: ``"Bayesian"`` (the default, as in the SDK), ``"Random"`` or ``"Grid"``
-            (case-insensitive).
-        strategy_config: strategy-specific settings.
+        strategy: ``"Bayesian"`` (the default, as in the SDK), ``"Random"``, ``"Grid"`` or
+            ``"Hyperband"`` (case-insensitive).
+        strategy_config: strategy-specific settings. Hyperband: ``min_resource``,
+            ``max_resource`` (else read from a static ``epochs``-like hyperparameter),
+            ``reduction_factor``, ``mode`` (``"stopping"``/``"promotion"``), ``model``
+            (``"random"``/``"bayesian"``); AMT's ``{"HyperbandStrategyConfig": {...}}`` also works.
+            Bayesian: ``initial_design_size``, ``n_candidates``.
         max_jobs: training jobs to launch in all, failed ones included. Grid: the grid's size (the
             default), and only that. Others: default 1, as in the SDK.
         max_parallel_jobs: training jobs running at once (default 1, as in the SDK).
@@ -160,10 +160,19 @@ class Tuner:
         store: a SQLite file path (default ``"amtlib.db"``), ``":memory:"`` or a ``SQLiteStore``.
         executor: ``None`` (``max_parallel_jobs`` local worker processes), ``"process"``,
             ``"thread"``, ``"inline"`` or any ``concurrent.futures.Executor``.
-        early_stopping_type: ``"Off"`` (the default).
+        early_stopping_type: ``"Off"`` (the default) or ``"Auto"``: AMT's median rule stops a job
+            whose reported objective is worse than the median of the other jobs' running averages
+            at the same step. Pass ``MedianStopper(min_references=...)`` to tune the rule. Not with
+            ``Hyperband``, which stops jobs itself.
         initial_failure_limit: if this many training jobs finish in a ``fit()`` and every one failed
             (no job of the tuning job ever succeeded), stop with :class:`TuningJobFailedError`
             instead of spending the rest of the budget. ``None`` never stops early.
+        report_host: where the tuner listens for ``amtlib.report`` calls from running jobs
+            (default ``"127.0.0.1"``; ``"0.0.0.0"`` when workers run on other machines). Each job
+            gets its own secret: nobody else can report for it or stop it.
+        checkpoint_root: folder for the jobs' checkpoints (``amtlib.current_job().checkpoint_dir``
+            is ``<checkpoint_root>/<training job name>``). Default: none, except for Hyperband's
+            promotion mode, which uses ``<store>.checkpoints/<job name>``.
 
     Example:
         >>> from amtlib import Tuner, ContinuousParameter
@@ -193,8 +202,10 @@ class Tuner:
         job_name: str | None = None,
         store: str | os.PathLike[str] | SQLiteStore | None = "amtlib.db",
         executor: Executor | str | None = None,
-        early_stopping_type: str = "Off",
+        early_stopping_type: str | MedianStopper = "Off",
         initial_failure_limit: int | None = 5,
+        report_host: str = "127.0.0.1",
+        checkpoint_root: str | os.PathLike[str] | None = None,
     ) -> None:
         if not callable(train):
             raise ValidationError(
@@ -285,12 +296,31 @@ class Tuner:
         self.store = store
         _check_executor(executor)
         self.executor = executor
-        if not isinstance(early_stopping_type, str) or early_stopping_type.lower() != "off":
-            raise ValidationError(
-                "The 'early_stopping_type' parameter of Tuner must be 'Off' in this version. Got "
-                f"{describe_value(early_stopping_type)} instead. Fix: pass 'Off'."
+        self.early_stopper = parse_early_stopping(early_stopping_type)
+        self.early_stopping_type = "Off" if self.early_stopper is None else "Auto"
+        if self.strategy == "Hyperband":
+            if self.early_stopper is not None:
+                raise ValidationError(
+                    "The 'early_stopping_type' parameter of Tuner must be 'Off' with "
+                    f"strategy='Hyperband' (Hyperband stops jobs itself, as in AMT). Got "
+                    f"{early_stopping_type!r}. Fix: drop early_stopping_type."
+                )
+            self.strategy_config = hyperband_config(
+                self.strategy_config, self.static_hyperparameters
             )
-        self.early_stopping_type = "Off"
+        if not isinstance(report_host, str) or not report_host:
+            raise ValidationError(
+                "The 'report_host' parameter of Tuner must be a host name or address to listen on "
+                f"for intermediate reports. Got {describe_value(report_host)} instead. Fix: keep "
+                "'127.0.0.1', or '0.0.0.0' when workers run on other machines."
+            )
+        self.report_host = report_host
+        if checkpoint_root is not None and not isinstance(checkpoint_root, (str, os.PathLike)):
+            raise ValidationError(
+                "The 'checkpoint_root' parameter of Tuner must be a folder path or None. Got "
+                f"{describe_value(checkpoint_root)} instead. Fix: pass a path such as 'checkpoints'."
+            )
+        self.checkpoint_root = None if checkpoint_root is None else os.fspath(checkpoint_root)
         if self.strategy in ("Random", "Hyperband"):
             wide = self.space.auto_ranges_spanning_decades()
             if wide:
@@ -317,6 +347,7 @@ class Tuner:
             "static_hyperparameters": self.static_hyperparameters,
             "random_seed": self.random_seed,
             "early_stopping_type": self.early_stopping_type,
+            "early_stopping": None if self.early_stopper is None else self.early_stopper.to_dict(),
         }
 
     def fit(self, *, progress: bool | None = None) -> TuningJob:
@@ -330,8 +361,7 @@ class Tuner:
         """
         store, owned = open_store(self.store)
         try:
-            run = _Run(self, store, progress)
-            run.execute()
+            Run(self, store, progress).execute()
             return TuningJob(
                 self.job_name,
                 *store.get_tuning_job(self.job_name),
@@ -340,244 +370,3 @@ class Tuner:
         finally:
             if owned:
                 store.close()
-
-
-class _Run:
-    """One call of ``Tuner.fit``: the loop and the state it needs."""
-
-    def __init__(self, tuner: Tuner, store: SQLiteStore, progress: bool | None) -> None:
-        self.tuner, self.store, self.name = tuner, store, tuner.job_name
-        self.limits = tuner.limits
-        self.clock = tuner._clock
-        config = tuner.config()
-        new_config = dict(config)
-        if new_config["random_seed"] is None:
-            new_config["random_seed"] = secrets.randbelow(2**31)
-        state = {"status": "InProgress", "creation_time": time.time(), "runtime_seconds": 0.0}
-        if store.create_tuning_job(
-            self.name, {**new_config, "limits": self.limits.to_dict()}, state
-        ):
-            config = new_config
-            self.jobs: list[TrainingJob] = []
-        else:
-            stored, state = store.get_tuning_job(self.name)
-            config = _check_resumable(self.name, store, stored, config)
-            store.set_tuning_job_config(self.name, {**config, "limits": self.limits.to_dict()})
-            self.jobs = store.get_training_jobs(self.name)
-        self.state: dict[str, Any] = state
-        self.seed = int(config["random_seed"])
-        self.strategy = make_strategy(
-            tuner.strategy, tuner.space, seed=self.seed, config=tuner.strategy_config
-        )
-        self.strategy.restore([self.trial(job) for job in self.jobs])
-        self.reruns = deque(j.index for j in self.jobs if j.status is TrainingJobStatus.IN_PROGRESS)
-        self.running: dict[Future[JobOutcome], int] = {}
-        self.stopping: str | None = None  # why nothing more is launched
-        self.out_of_time = False
-        self.finished_here = self.failed_here = 0
-        self.ever_succeeded = any(
-            j.objective_status is ObjectiveStatus.SUCCEEDED for j in self.jobs
-        )
-        self.progress = ProgressBar(self.limits.max_jobs, tuner.objective_type, enabled=progress)
-        self.progress.add(self.jobs)
-
-    def trial(self, job: TrainingJob) -> Trial:
-        """The strategy's view of a job: its objective as a loss to minimise."""
-        loss = job.objective_value
-        if loss is not None and self.tuner.objective_type is ObjectiveType.MAXIMIZE:
-            loss = -loss
-        if job.objective_status is not ObjectiveStatus.SUCCEEDED:
-            loss = None
-        return Trial(job.index, job.hyperparameters, job.status, loss)
-
-    # -- the loop -------------------------------------------------------------------------------
-
-    def execute(self) -> None:
-        self.started = self.clock()
-        self.executor, owned = _resolve_executor(self.tuner.executor, self.limits.max_parallel_jobs)
-        self.save_state(status="InProgress", end_time=None, completion_reason=None)
-        status = "Stopped"
-        try:
-            while True:
-                self.launch()
-                if not self.running:
-                    break
-                done, _ = wait(self.running, timeout=self.time_left(), return_when=FIRST_COMPLETED)
-                for future in done:
-                    self.finish(future)
-                if not self.out_of_time and self.time_left() == 0.0:
-                    self.out_of_time = True
-                    self.stop_all("MaxRuntimeInSeconds reached")
-            status = "Completed"
-        except TuningJobFailedError as exc:
-            status = "Failed"
-            self.state["failure_reason"] = str(exc)
-            raise
-        finally:
-            self.abandon_running()
-            if owned:
-                self.executor.shutdown(wait=True, cancel_futures=True)
-            self.progress.close()
-            self.save_state(status=status, end_time=time.time())
-
-    def launch(self) -> None:
-        while len(self.running) < self.limits.max_parallel_jobs and self.stopping is None:
-            if self.reruns:
-                old = self.jobs[self.reruns.popleft()]
-                job = TrainingJob(
-                    old.index,
-                    old.name,
-                    old.hyperparameters,
-                    attempt=old.attempt + 1,
-                    creation_time=old.creation_time,
-                )
-            elif len(self.jobs) < self.limits.max_jobs:
-                asked = self.strategy.ask(1)
-                if not asked:
-                    if not self.running:
-                        self.stopping = f"{self.tuner.strategy} strategy has nothing left to try"
-                    return
-                index = len(self.jobs)
-                job = TrainingJob(
-                    index, f"{self.name}-{index + 1:03d}", asked[0], creation_time=time.time()
-                )
-                self.jobs.append(job)
-            else:
-                self.stopping = "MaxNumberOfTrainingJobs reached"
-                return
-            self.jobs[job.index] = job
-            self.store.put_training_job(self.name, job)
-            spec = JobSpec(
-                self.tuner.train,
-                {**self.tuner.static_hyperparameters, **job.hyperparameters},
-                self.tuner.objective_metric_name,
-                job.name,
-                job.index,
-            )
-            self.running[self.executor.submit(run_training_job, spec)] = job.index
-
-    def finish(self, future: Future[JobOutcome]) -> None:
-        index = self.running.pop(future)
-        job = _apply_outcome(self.jobs[index], future)
-        self.store.put_training_job(self.name, job)  # durable before anything depends on it
-        self.jobs[index] = job
-        self.strategy.tell(self.trial(job))
-        self.progress.add([job])
-        self.finished_here += 1
-        if job.objective_status is ObjectiveStatus.SUCCEEDED:
-            self.ever_succeeded = True
-        else:
-            self.failed_here += 1
-        limit = self.limits.initial_failure_limit
-        if limit is not None and not self.ever_succeeded and self.failed_here >= limit:
-            raise TuningJobFailedError(
-                f"Tuning job {self.name!r}: each of the first {self.failed_here} training jobs "
-                f"failed, so it stopped rather than spend the rest of max_jobs. The last failure "
-                f"({job.name}): {job.failure_reason}. Fix: correct the training function (run "
-                "with executor='inline' to debug; tracebacks are in job.training_jobs), or raise "
-                "initial_failure_limit (None never stops early)."
-            )
-
-    def time_left(self) -> float | None:
-        limit = self.limits.max_runtime_in_seconds
-        if limit is None:
-            return None
-        spent = float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
-        return max(0.0, limit - spent)
-
-    def stop_all(self, reason: str) -> None:
-        """Launch nothing more; stop running jobs where the executor can kill them."""
-        self.stopping = reason
-        kill = getattr(self.executor, "kill", None)
-        for future in list(self.running):
-            if future.cancel() or (kill is not None and kill(future)):
-                index = self.running.pop(future)
-                job = self.jobs[index].replace(
-                    status=TrainingJobStatus.STOPPED,
-                    objective_status=ObjectiveStatus.FAILED,
-                    end_time=time.time(),
-                    stop_reason={"reason": reason},
-                    failure_reason=f"Stopped by the tuner: {reason}",
-                )
-                self.store.put_training_job(self.name, job)
-                self.jobs[index] = job
-                self.strategy.tell(self.trial(job))
-
-    def abandon_running(self) -> None:
-        """On an error or interrupt: cancel or kill what still runs; it stays InProgress (re-run on resume)."""
-        kill = getattr(self.executor, "kill", None)
-        for future in self.running:
-            if not future.cancel() and kill is not None:
-                kill(future)
-        self.running.clear()
-
-    def save_state(self, **changes: Any) -> None:
-        if changes.get("end_time") is not None:
-            changes["runtime_seconds"] = (
-                float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
-            )
-        self.state.update(
-            changes,
-            last_modified_time=time.time(),
-            completion_reason=self.stopping,
-            strategy=self.strategy.describe(),
-        )
-        self.store.set_tuning_job_state(self.name, self.state)
-
-
-def _apply_outcome(job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
-    """The job's record once its future is done."""
-    try:
-        out = future.result()
-    except CancelledError:
-        return job.replace(
-            status=TrainingJobStatus.STOPPED,
-            objective_status=ObjectiveStatus.FAILED,
-            failure_reason="Cancelled before it started",
-            end_time=time.time(),
-        )
-    except Exception as exc:  # the machinery failed, not the training function
-        return job.replace(
-            status=TrainingJobStatus.FAILED,
-            objective_status=ObjectiveStatus.FAILED,
-            failure_reason=f"{type(exc).__name__}: {exc}",
-            end_time=time.time(),
-            retryable=isinstance(exc, WorkerDiedError) or not isinstance(exc, AmtlibError),
-        )
-    return job.replace(
-        status=out.status,
-        objective_status=out.objective_status,
-        objective_value=out.objective_value,
-        metrics=out.metrics,
-        failure_reason=out.failure_reason,
-        traceback=out.traceback,
-        start_time=out.start_time,
-        end_time=out.end_time,
-    )
-
-
-def _check_resumable(
-    name: str, store: SQLiteStore, stored: dict[str, Any], config: dict[str, Any]
-) -> dict[str, Any]:
-    """The configuration to resume with; :class:`StoreError` naming what differs when it cannot."""
-    if config["random_seed"] is None or config["random_seed"] == stored.get("random_seed"):
-        config = {**config, "random_seed": stored.get("random_seed")}
-    for key, value in config.items():
-        if json.loads(json.dumps(value)) != stored.get(key):
-            raise StoreError(
-                f"Tuning job {name!r} already exists in store {store.path!r} with another {key!r}: "
-                f"stored {stored.get(key)!r}, given {value!r}. A tuning job resumes only with the "
-                "configuration it was created with (limits may change). Fix: pass a new job_name, "
-                "or the stored configuration to resume it."
-            )
-    return config
-
-
-def _resolve_executor(
-    executor: Executor | str | None, max_parallel_jobs: int
-) -> tuple[Executor, bool]:
-    if isinstance(executor, Executor):
-        return executor, False
-    from amtlib.executors import resolve_executor
-
-    return resolve_executor(executor, max_parallel_jobs)

@@ -59,45 +59,48 @@ def run(strategy, n: int, fail_every: int = 0) -> list[dict]:
 
 
 ALL = sorted(STRATEGIES)
+CONFIGS = {"Hyperband": {"max_resource": 9}}
+
+
+def build(name: str, space: SearchSpace, seed: int):
+    return make_strategy(name, space, seed=seed, config=CONFIGS.get(name))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_suggestions_lie_inside_the_space(name):
     space = space_for(name)
-    for params in run(make_strategy(name, space, seed=1), 12):
+    for params in run(build(name, space, 1), 12):
         assert space.validate(params) == params
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_sequence(name):
     space = space_for(name)
-    assert run(make_strategy(name, space, seed=7), 12) == run(
-        make_strategy(name, space, seed=7), 12
-    )
+    assert run(build(name, space, 7), 12) == run(build(name, space, 7), 12)
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n != "Grid"])
 def test_another_seed_gives_another_sequence(name):
-    a = run(make_strategy(name, MIXED, seed=1), 12)
-    b = run(make_strategy(name, MIXED, seed=2), 12)
+    a = run(build(name, MIXED, 1), 12)
+    b = run(build(name, MIXED, 2), 12)
     assert a != b
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_survives_failed_trials(name):
     space = space_for(name)
-    asked = run(make_strategy(name, space, seed=3), 12, fail_every=2)
+    asked = run(build(name, space, 3), 12, fail_every=2)
     assert len(asked) == 12
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_restore_gives_the_same_state_as_asking(name):
     space = space_for(name)
-    original = make_strategy(name, space, seed=5)
+    original = build(name, space, 5)
     first = run(original, 6)
     trials = [Trial(i, p, TrainingJobStatus.COMPLETED, loss_of(p)) for i, p in enumerate(first)]
     trials.append(Trial(6, original.ask(1)[0], TrainingJobStatus.IN_PROGRESS, None))
-    restored = make_strategy(name, space, seed=5)
+    restored = build(name, space, 5)
     restored.restore(trials)
     assert restored.n_asked == original.n_asked == 7
     if original.exact_replay:
@@ -113,9 +116,9 @@ def test_restore_gives_the_same_state_as_asking(name):
 @pytest.mark.parametrize("name", ALL)
 def test_ask_many_equals_ask_one_at_a_time(name):
     space = space_for(name)
-    one = [make_strategy(name, space, seed=4)]
+    one = [build(name, space, 4)]
     singles = [one[0].ask(1)[0] for _ in range(5)]
-    assert make_strategy(name, space, seed=4).ask(5) == singles
+    assert build(name, space, 4).ask(5) == singles
 
 
 # -- Random -------------------------------------------------------------------------------------

@@ -10,11 +10,13 @@ from amtlib.space import SearchSpace
 from amtlib.strategies.base import Strategy
 from amtlib.strategies.bayesian import BayesianStrategy
 from amtlib.strategies.grid import GridStrategy
+from amtlib.strategies.hyperband import HyperbandStrategy
 from amtlib.strategies.random import RandomStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "Bayesian": BayesianStrategy,
     "Grid": GridStrategy,
+    "Hyperband": HyperbandStrategy,
     "Random": RandomStrategy,
 }
 
@@ -22,6 +24,7 @@ __all__ = [
     "STRATEGIES",
     "BayesianStrategy",
     "GridStrategy",
+    "HyperbandStrategy",
     "RandomStrategy",
     "Strategy",
     "make_strategy",

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from amtlib.records import Trial
+from amtlib.reporting import Decision
 from amtlib.space import SearchSpace
 
 
@@ -82,6 +83,17 @@ class Strategy(abc.ABC):
     def _launched(self, hyperparameters: Mapping[str, Any]) -> None:
         """Note a configuration as launched; ``ask`` implementations call it for each they return."""
         self.n_asked += 1
+
+    def on_report(self, index: int, step: int, loss: float) -> Decision:
+        """Decide on an intermediate report of running job ``index`` (only if ``stops_trials``).
+
+        Called from the tuner's report thread, one report at a time, under the tuner's lock.
+        """
+        return Decision()
+
+    def promote(self) -> int | None:
+        """A paused job to resume now instead of starting a new one (multi-fidelity), or None."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Strategy-specific facts for ``TuningJob.describe()`` (e.g. learned scales)."""

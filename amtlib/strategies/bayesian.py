@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,7 +108,8 @@ class BayesianStrategy(Strategy):
         self._spaces: dict[tuple[ScalingType, ...], SearchSpace] = {}
         self._warm: dict[tuple[ScalingType, ...], Any] = {}
         self._observed: list[tuple[dict[str, Any], float]] = []
-        self._encodings: dict[int, list[np.ndarray]] = {}  # id(space) -> rows of _observed
+        # id(space) -> configuration key -> its row in that space's cube
+        self._encodings: dict[int, dict[Any, np.ndarray]] = {}
         self._failed: list[dict[str, Any]] = []
         self._pending: dict[int, dict[str, Any]] = {}
         self._seen: set[tuple[tuple[str, object], ...]] = set()
@@ -211,31 +212,50 @@ class BayesianStrategy(Strategy):
         return self._space_for({**self._scaling, **hedge}).decode(self._design[index])
 
     def _model_based(self, index: int) -> dict[str, Any] | None:
+        pending = [self._pending[i] for i in sorted(self._pending)]
+        return self.suggest(index, self._observed, pending, self._failed)
+
+    def suggest(
+        self,
+        index: int,
+        observed: Sequence[tuple[dict[str, Any], float]],
+        pending: Sequence[dict[str, Any]],
+        excluded: Sequence[dict[str, Any]] = (),
+    ) -> dict[str, Any] | None:
+        """The model's suggestion for job ``index`` given explicit data (at least 2 observations).
+
+        The Bayesian strategy passes its own finished jobs; Hyperband passes the values at one rung.
+        ``observed`` and ``pending`` configurations and ``excluded`` ones are never proposed again.
+        Returns ``None`` when a finite space has nothing left.
+        """
         # One BLAS thread: numpy's and scipy's OpenBLAS pools fight on small matrices (a likelihood
         # evaluation at n = 100 took 40 ms with both pools awake, under 1 ms with one thread).
         with single_threaded_blas():
-            return self._model_based_suggestion(index)
+            return self._suggest_from(index, observed, pending, excluded)
 
-    def _model_based_suggestion(self, index: int) -> dict[str, Any] | None:
+    def _suggest_from(
+        self,
+        index: int,
+        observed: Sequence[tuple[dict[str, Any], float]],
+        pending: Sequence[dict[str, Any]],
+        excluded: Sequence[dict[str, Any]],
+    ) -> dict[str, Any] | None:
         rng = model_rng(self.seed, index + 1)
-        space, fitted = self._fit(rng)
-        model = fitted
-        pending = [self._pending[i] for i in sorted(self._pending)]
-        best = fitted.incumbent
+        losses = np.array([loss for _, loss in observed])
+        space, fitted, X = self._fit(rng, [p for p, _ in observed], losses)
+        model, best = fitted, fitted.incumbent
         if pending:
             # Kriging believer: the running jobs are believed to return the posterior mean. The
             # incumbent must include those beliefs, or a running job predicted to beat it would
             # leave positive improvement right next to it and the next suggestion would copy it.
-            X_pending = np.array([space.encode(p) for p in pending])
+            X_pending = self._encode(space, pending)
             believed = fitted.predict(X_pending)[0]
             model = model.condition_on(X_pending, believed)
             best = min(best, float(np.min(believed)))
         acquisition = log_ei_acquisition(model, best)
-        observed = self._encoded_observations(space)
-        others = [space.encode(p) for p in self._failed + pending]
-        exclude = np.vstack([observed, *others]) if others else observed
-        losses = np.array([loss for _, loss in self._observed])
-        anchors = observed[np.argsort(losses, kind="stable")[:3]]
+        others = [self._encode(space, rows) for rows in (excluded, pending) if rows]
+        exclude = np.vstack([X, *others])
+        anchors = X[np.argsort(losses, kind="stable")[:3]]
 
         def sample(r: np.random.Generator, m: int) -> np.ndarray:
             return space.project(r.random((m, space.n_dims)))
@@ -252,7 +272,7 @@ class BayesianStrategy(Strategy):
             n_candidates=self.n_candidates,
         )
         if found is None:
-            found = self._enumerate_unseen(space, acquisition)
+            found = self._enumerate_unseen(space, acquisition, exclude)
             if found is None:
                 return None
         point, value = found
@@ -260,38 +280,46 @@ class BayesianStrategy(Strategy):
         return space.decode(point)
 
     def _enumerate_unseen(
-        self, space: SearchSpace, acquisition: Any
+        self, space: SearchSpace, acquisition: Any, exclude: np.ndarray
     ) -> tuple[np.ndarray, float] | None:
-        """Best configuration not yet launched, by enumeration (small finite spaces only)."""
-        unseen = self._unseen(space)
-        if not unseen:
+        """Best configuration not in ``exclude``, by enumeration (small finite spaces only)."""
+        size = space.size()
+        if size is None or size > _MAX_ENUMERATION:
             return None
-        X = np.array([space.encode(p) for p in unseen])
+        every = itertools.product(*(p.values() for _, p in space))
+        X = self._encode(space, [dict(zip(space.names, c, strict=True)) for c in every])
+        taken = {row.tobytes() for row in np.round(exclude, 9) + 0.0}
+        keep = np.array([row.tobytes() not in taken for row in np.round(X, 9) + 0.0])
+        if not keep.any():
+            return None
+        X = X[keep]
         values, _ = acquisition(X)
         best = int(np.argmax(np.nan_to_num(values, nan=-np.inf)))
         return X[best], float(values[best])
 
     # -- the model --------------------------------------------------------------------------------
 
-    def _fit(self, rng: np.random.Generator) -> tuple[SearchSpace, GaussianProcess]:
-        """The chosen encoding of the space and the GP fitted to the finished jobs in it."""
-        y = np.array([loss for _, loss in self._observed])
-        n = len(y)
+    def _fit(
+        self, rng: np.random.Generator, configs: list[dict[str, Any]], y: np.ndarray
+    ) -> tuple[SearchSpace, GaussianProcess, np.ndarray]:
+        """The chosen encoding of the space, the GP fitted in it, and the encoded ``configs``."""
         self._n_fits += 1
         restarts = 2 if self._n_fits % 10 == 1 else None
 
-        def fit(scaling: Mapping[str, ScalingType]) -> tuple[float, SearchSpace, GaussianProcess]:
+        def fit(
+            scaling: Mapping[str, ScalingType],
+        ) -> tuple[float, SearchSpace, GaussianProcess, np.ndarray]:
             space = self._space_for(scaling)
             key = tuple(scaling[name] for name in self._auto)
-            X = self._encoded_observations(space)
+            X = self._encode(space, configs)
             gp = fit_gp(X, y, rng, warm_start=self._warm.get(key), n_restarts=restarts)
             self._warm[key] = gp.hyperparameters
             theta = gp.hyperparameters.to_vector()
             score = gp.log_marginal_likelihood() + log_prior(theta, X.shape[1])[0]
-            return score, space, gp
+            return score, space, gp, X
 
         best = fit(self._scaling)
-        if self._auto and self._selection_due(n):
+        if self._auto and self._selection_due(len(y)):
             for name, options in self._auto.items():
                 for option in options:
                     if option is self._scaling[name]:
@@ -300,14 +328,20 @@ class BayesianStrategy(Strategy):
                     candidate = fit(trial)
                     if candidate[0] > best[0]:
                         best, self._scaling = candidate, trial
-        _, space, gp = best
-        return space, gp
+        _, space, gp, X = best
+        return space, gp, X
 
-    def _encoded_observations(self, space: SearchSpace) -> np.ndarray:
-        """The observed configurations in ``space``'s cube, encoded once each (cached per space)."""
-        rows = self._encodings.setdefault(id(space), [])
-        rows.extend(space.encode(p) for p, _ in self._observed[len(rows) :])
-        return np.array(rows)
+    def _encode(self, space: SearchSpace, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Configurations as rows of ``space``'s cube; each encoded once (a hot path at large n)."""
+        cache = self._encodings.setdefault(id(space), {})
+        rows = []
+        for params in configs:
+            key = space.key(params)
+            row = cache.get(key)
+            if row is None:
+                row = cache[key] = space.encode(params)
+            rows.append(row)
+        return np.array(rows).reshape(len(rows), space.n_dims)
 
     def _selection_due(self, n: int) -> bool:
         """Whether to reconsider the encodings of Auto ranges (cheap early, sparse later)."""

@@ -1,0 +1,392 @@
+"""One call of ``Tuner.fit``: the launch/wait/finish loop, and the decisions on intermediate reports.
+
+Two threads touch the state of a run: the loop (this module's ``execute``) and the report server's
+thread (``on_report``), which answers each report of a running job. One lock guards the state; the
+loop never holds it while submitting or waiting, because an inline executor runs the job inside
+``submit`` and the job's reports need the lock to be answered.
+
+Durability: a job is committed to the store when it is launched and when it finishes, before the
+strategy hears of it; each report is committed as it arrives, with the decision taken on it.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from amtlib._execution import JobOutcome, JobSpec, run_training_job
+from amtlib._progress import ProgressBar
+from amtlib.errors import AmtlibError, StoreError, TuningJobFailedError, WorkerDiedError
+from amtlib.records import (
+    ObjectiveStatus,
+    ObjectiveType,
+    Report,
+    TrainingJob,
+    TrainingJobStatus,
+    Trial,
+)
+from amtlib.reporting import Action, Decision, ReportServer
+from amtlib.store import SQLiteStore
+from amtlib.strategies import make_strategy
+
+if TYPE_CHECKING:
+    from amtlib.tuner import Tuner
+
+
+class Run:
+    """The state of one ``fit()``; ``execute()`` runs it to the end."""
+
+    def __init__(self, tuner: Tuner, store: SQLiteStore, progress: bool | None) -> None:
+        self.tuner, self.store, self.name = tuner, store, tuner.job_name
+        self.limits = tuner.limits
+        self.clock = tuner._clock
+        self.metric = tuner.objective_metric_name
+        self.sign = -1.0 if tuner.objective_type is ObjectiveType.MAXIMIZE else 1.0
+        config = tuner.config()
+        new_config = dict(config)
+        if new_config["random_seed"] is None:
+            new_config["random_seed"] = secrets.randbelow(2**31)
+        state = {"status": "InProgress", "creation_time": time.time(), "runtime_seconds": 0.0}
+        if store.create_tuning_job(
+            self.name, {**new_config, "limits": self.limits.to_dict()}, state
+        ):
+            config = new_config
+            self.jobs: list[TrainingJob] = []
+        else:
+            stored, state = store.get_tuning_job(self.name)
+            config = _check_resumable(self.name, store, stored, config)
+            store.set_tuning_job_config(self.name, {**config, "limits": self.limits.to_dict()})
+            self.jobs = store.get_training_jobs(self.name)
+        self.state: dict[str, Any] = state
+        self.seed = int(config["random_seed"])
+        self.strategy = make_strategy(
+            tuner.strategy, tuner.space, seed=self.seed, config=tuner.strategy_config
+        )
+        self.strategy.restore([self.trial(job) for job in self.jobs])
+        self.reruns = deque(j.index for j in self.jobs if j.status is TrainingJobStatus.IN_PROGRESS)
+        self.lock = threading.Lock()
+        self.running: dict[Future[JobOutcome], int] = {}
+        self.curves = {j.index: self.losses(j) for j in self.jobs}  # loss by step, for the rules
+        self.stop_decisions: dict[int, Decision] = {}  # the decision that ended a running job
+        self.to_stop: dict[int, str] = {}  # running jobs to stop at their next report
+        self.exhausted = self.out_of_time = False
+        self.finished_here = self.failed_here = 0
+        self.ever_succeeded = any(
+            j.objective_status is ObjectiveStatus.SUCCEEDED for j in self.jobs
+        )
+        self.checkpoints = _checkpoint_root(tuner, store)
+        self.progress = ProgressBar(self.limits.max_jobs, tuner.objective_type, enabled=progress)
+        self.progress.add(self.jobs)
+
+    def losses(self, job: TrainingJob) -> dict[int, float]:
+        return {
+            step: self.sign * value
+            for step, value in job.steps(self.metric).items()
+            if value is not None and math.isfinite(value)
+        }
+
+    def trial(self, job: TrainingJob) -> Trial:
+        """The strategy's view of a job: its objective as a loss to minimise."""
+        loss = None
+        if job.objective_status is ObjectiveStatus.SUCCEEDED and job.objective_value is not None:
+            loss = self.sign * job.objective_value
+        intermediate = tuple(sorted(self.losses(job).items()))
+        return Trial(job.index, job.hyperparameters, job.status, loss, intermediate, job.paused)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        self.started = self.clock()
+        self.executor, owned = _resolve_executor(self.tuner.executor, self.limits.max_parallel_jobs)
+        self.server = ReportServer(
+            self.on_report,
+            host=self.tuner.report_host,
+            advertise_host=_advertised_host(self.tuner.report_host),
+        ).start()
+        self.save_state(status="InProgress", end_time=None, completion_reason=None)
+        status = "Stopped"
+        try:
+            while True:
+                self.launch()
+                if not self.running:
+                    break
+                done, _ = wait(self.running, timeout=self.time_left(), return_when=FIRST_COMPLETED)
+                for future in done:
+                    self.finish(future)
+                if not self.out_of_time and self.time_left() == 0.0:
+                    self.out_of_time = True
+                    self.stop_all("MaxRuntimeInSeconds reached")
+            status = "Completed"
+        except TuningJobFailedError as exc:
+            status = "Failed"
+            self.state["failure_reason"] = str(exc)
+            raise
+        finally:
+            self.abandon_running()
+            if owned:
+                self.executor.shutdown(wait=True, cancel_futures=True)
+            self.server.close()
+            self.progress.close()
+            self.save_state(status=status, end_time=time.time())
+
+    def launch(self) -> None:
+        while len(self.running) < self.limits.max_parallel_jobs and not self.out_of_time:
+            with self.lock:
+                found = self.next_job()
+                if found is None:
+                    return
+                job, resume_step = found
+                self.jobs[job.index] = job
+                self.store.put_training_job(self.name, job)
+                channel = self.server.register(job.index)
+            spec = JobSpec(
+                self.tuner.train,
+                {**self.tuner.static_hyperparameters, **job.hyperparameters},
+                self.metric,
+                job.name,
+                job.index,
+                channel,
+                self.checkpoint_dir(job),
+                resume_step,
+            )
+            self.running[self.executor.submit(run_training_job, spec)] = job.index
+
+    def next_job(self) -> tuple[TrainingJob, int] | None:
+        """The next job to launch and the step it resumes from; ``None`` when nothing is due."""
+        now = time.time()
+        if self.reruns:  # interrupted by a crash of the tuner: run again from the start
+            old = self.jobs[self.reruns.popleft()]
+            self.store.delete_reports(self.name, old.index)
+            self.curves[old.index] = {}
+            event = {"event": "rerun", "time": now, "attempt": old.attempt + 1}
+            job = TrainingJob(old.index, old.name, old.hyperparameters, attempt=old.attempt + 1,
+                              creation_time=old.creation_time, history=(*old.history, event))  # fmt: skip
+            return job, 0
+        promoted = self.strategy.promote()
+        if promoted is not None:  # a paused job resumes from its checkpoint
+            old = self.jobs[promoted]
+            step = max(old.steps(self.metric), default=0)
+            event = {"event": "promoted", "time": now, "step": step}
+            job = old.replace(status=TrainingJobStatus.IN_PROGRESS, end_time=None,
+                              objective_status=ObjectiveStatus.PENDING, stop_reason=None,
+                              history=(*old.history, event))  # fmt: skip
+            return job, step
+        if len(self.jobs) >= self.limits.max_jobs or self.exhausted:
+            return None
+        asked = self.strategy.ask(1)
+        if not asked:
+            self.exhausted = not self.running
+            return None
+        index = len(self.jobs)
+        job = TrainingJob(index, f"{self.name}-{index + 1:03d}", asked[0], creation_time=now)
+        self.jobs.append(job)
+        return job, 0
+
+    def finish(self, future: Future[JobOutcome]) -> None:
+        with self.lock:
+            index = self.running.pop(future)
+            self.server.unregister(index)
+            job = self.apply_outcome(self.jobs[index], future)
+            self.store.put_training_job(self.name, job)  # durable before anything depends on it
+            self.jobs[index] = job
+            self.strategy.tell(self.trial(job))
+        self.progress.add([job])
+        self.check_failures(job)
+
+    def apply_outcome(self, job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
+        """The job's record once its future is done."""
+        now = time.time()
+        try:
+            out = future.result()
+        except CancelledError:
+            return job.replace(status=TrainingJobStatus.STOPPED, end_time=now,
+                               objective_status=ObjectiveStatus.FAILED,
+                               failure_reason="Cancelled before it started")  # fmt: skip
+        except Exception as exc:  # the machinery failed, not the training function
+            return job.replace(
+                status=TrainingJobStatus.FAILED, objective_status=ObjectiveStatus.FAILED,
+                failure_reason=f"{type(exc).__name__}: {exc}", end_time=now,
+                retryable=isinstance(exc, WorkerDiedError) or not isinstance(exc, AmtlibError),
+            )  # fmt: skip
+        status, history = out.status, job.history
+        decision = self.stop_decisions.pop(job.index, None)
+        stop_reason = None
+        if out.stop_action is not None:
+            action = decision.action.value if decision else out.stop_action
+            reason = decision.reason if decision else out.stop_reason
+            stop_reason = {"action": action, **(reason or {})}
+            if stop_reason.get("completed"):  # reached max_resource: the job is done, not stopped
+                status = TrainingJobStatus.COMPLETED
+            if action == Action.PAUSE.value:
+                history = (*history, {"event": "paused", "time": now, **(reason or {})})
+        return job.replace(
+            status=status, objective_status=out.objective_status,
+            objective_value=out.objective_value, metrics=out.metrics,
+            failure_reason=out.failure_reason, traceback=out.traceback,
+            start_time=job.start_time if job.start_time else out.start_time,
+            end_time=out.end_time, stop_reason=stop_reason, history=history,
+        )  # fmt: skip
+
+    def check_failures(self, job: TrainingJob) -> None:
+        self.finished_here += 1
+        if job.objective_status is ObjectiveStatus.SUCCEEDED:
+            self.ever_succeeded = True
+        else:
+            self.failed_here += 1
+        limit = self.limits.initial_failure_limit
+        if limit is not None and not self.ever_succeeded and self.failed_here >= limit:
+            raise TuningJobFailedError(
+                f"Tuning job {self.name!r}: each of the first {self.failed_here} training jobs "
+                f"failed, so it stopped rather than spend the rest of max_jobs. The last failure "
+                f"({job.name}): {job.failure_reason}. Fix: correct the training function (run "
+                "with executor='inline' to debug; tracebacks are in job.training_jobs), or raise "
+                "initial_failure_limit (None never stops early)."
+            )
+
+    # -- intermediate reports (the report server's thread) ----------------------------------------
+
+    def on_report(
+        self, index: int, step: int, metrics: dict[str, float], timestamp: float
+    ) -> Decision:
+        """Record one report of a running job and decide whether it goes on."""
+        with self.lock:
+            decision = Decision()
+            value = metrics.get(self.metric)
+            if index in self.to_stop:
+                decision = Decision(Action.STOP, {"rule": "tuner", "why": self.to_stop[index]})
+            elif value is not None and math.isfinite(value):
+                loss = self.sign * value
+                self.curves.setdefault(index, {})[step] = loss
+                if self.strategy.stops_trials:
+                    decision = self.strategy.on_report(index, step, loss)
+                elif self.tuner.early_stopper is not None:
+                    others = {j: c for j, c in self.curves.items() if j != index}
+                    decision = self.tuner.early_stopper.decide(step, loss, others)
+            job = self.jobs[index]
+            report = Report(step, metrics, timestamp,
+                            {"action": decision.action.value, "reason": decision.reason})  # fmt: skip
+            self.jobs[index] = job.replace(reports=(*job.reports, report))
+            self.store.add_report(self.name, index, len(job.reports), report)
+            if decision.stops():
+                self.stop_decisions[index] = decision
+            return decision
+
+    # -- limits -------------------------------------------------------------------------------------
+
+    def time_left(self) -> float | None:
+        limit = self.limits.max_runtime_in_seconds
+        if limit is None:
+            return None
+        spent = float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
+        return max(0.0, limit - spent)
+
+    def stop_all(self, reason: str) -> None:
+        """Launch nothing more; kill running jobs where the executor can, else stop them at their
+        next report."""
+        kill = getattr(self.executor, "kill", None)
+        for future in list(self.running):
+            if future.cancel() or (kill is not None and kill(future)):
+                with self.lock:
+                    index = self.running.pop(future)
+                    self.server.unregister(index)
+                    job = self.jobs[index].replace(
+                        status=TrainingJobStatus.STOPPED, objective_status=ObjectiveStatus.FAILED,
+                        end_time=time.time(), stop_reason={"action": "stop", "reason": reason},
+                        failure_reason=f"Stopped by the tuner: {reason}",
+                    )  # fmt: skip
+                    self.store.put_training_job(self.name, job)
+                    self.jobs[index] = job
+                    self.strategy.tell(self.trial(job))
+            else:
+                with self.lock:
+                    self.to_stop[self.running[future]] = reason
+
+    def abandon_running(self) -> None:
+        """On an error or interrupt: cancel or kill what still runs (it stays InProgress and is
+        re-run on resume); what cannot be killed is told to stop at its next report."""
+        kill = getattr(self.executor, "kill", None)
+        for future, index in list(self.running.items()):
+            if not future.cancel() and not (kill is not None and kill(future)):
+                with self.lock:
+                    self.to_stop[index] = "the tuner is shutting down"
+        self.running.clear()
+
+    def completion_reason(self) -> str:
+        if self.out_of_time:
+            return "MaxRuntimeInSeconds reached"
+        if self.exhausted:
+            return f"{self.tuner.strategy} strategy has nothing left to try"
+        return "MaxNumberOfTrainingJobs reached"
+
+    def save_state(self, **changes: Any) -> None:
+        if changes.get("end_time") is not None:
+            changes["runtime_seconds"] = (
+                float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
+            )
+            changes["completion_reason"] = self.completion_reason()
+        self.state.update(changes, last_modified_time=time.time(),
+                          strategy=self.strategy.describe())  # fmt: skip
+        self.store.set_tuning_job_state(self.name, self.state)
+
+    def checkpoint_dir(self, job: TrainingJob) -> str | None:
+        if self.checkpoints is None:
+            return None
+        folder = self.checkpoints / job.name
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder)
+
+
+def _checkpoint_root(tuner: Tuner, store: SQLiteStore) -> Path | None:
+    """Where jobs keep checkpoints: given, or next to the store when the strategy resumes jobs."""
+    if tuner.checkpoint_root is not None:
+        return Path(tuner.checkpoint_root)
+    if tuner.strategy_config.get("mode") != "promotion":
+        return None
+    if store.path == ":memory:":
+        return Path(tempfile.mkdtemp(prefix=f"amtlib-{tuner.job_name}-"))
+    return Path(f"{store.path}.checkpoints") / tuner.job_name
+
+
+def _advertised_host(host: str) -> str | None:
+    """The address workers should dial when the server listens on every interface."""
+    if host not in ("0.0.0.0", "", "::"):
+        return None
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _check_resumable(
+    name: str, store: SQLiteStore, stored: dict[str, Any], config: dict[str, Any]
+) -> dict[str, Any]:
+    """The configuration to resume with; :class:`StoreError` naming what differs when it cannot."""
+    import json
+
+    if config["random_seed"] is None or config["random_seed"] == stored.get("random_seed"):
+        config = {**config, "random_seed": stored.get("random_seed")}
+    for key, value in config.items():
+        if json.loads(json.dumps(value)) != stored.get(key):
+            raise StoreError(
+                f"Tuning job {name!r} already exists in store {store.path!r} with another {key!r}: "
+                f"stored {stored.get(key)!r}, given {value!r}. A tuning job resumes only with the "
+                "configuration it was created with (limits may change). Fix: pass a new job_name, "
+                "or the stored configuration to resume it."
+            )
+    return config
+
+
+def _resolve_executor(
+    executor: Executor | str | None, max_parallel_jobs: int
+) -> tuple[Executor, bool]:
+    from amtlib.executors import resolve_executor
+
+    return resolve_executor(executor, max_parallel_jobs)

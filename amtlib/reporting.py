@@ -1,0 +1,1060 @@
+"""Intermediate metrics from a running training job to its tuner, and stop decisions back.
+
+A training function calls :func:`report` once per step; the tuner answers each report with a
+:class:`Decision`, and ``report`` raises :class:`TrialStopped` when the answer is to stop (or pause).
+The same path works whether the function runs inline in the tuner's thread, in a thread pool, in
+amtlib's worker processes or on Dask workers on other hosts, because it is always a TCP connection to
+the tuner's :class:`ReportServer`.
+
+Wire protocol (version 1). Every message is a frame::
+
+    4 bytes   N, big-endian unsigned: the length of what follows (at most 1 MiB)
+    32 bytes  HMAC-SHA256 of the body, keyed with the job's secret
+    N - 32    body: canonical JSON (sorted keys, no spaces, ASCII), a single object
+
+- request ``{"kind": "report", "job_id": int, "seq": int, "step": int, "metrics": {str: float},
+  "timestamp": float}``; ``seq`` counts up from 1 per :class:`ReportClient`.
+- reply ``{"kind": "decision", "job_id": int, "seq": int, "action": "continue" | "stop" | "pause",
+  "reason": object | null}``, echoing the request's job id and sequence number, signed the same way.
+
+The MAC covers the exact bytes received, so nothing is re-serialised to check it. The server closes
+the connection, without answering, on a frame that is oversized, not a JSON object of the right
+shape, for a job id that is not registered, badly signed, or with a sequence number at or below the
+last one accepted for the job; such a frame never reaches ``decide``. The single exception is the
+exact retransmission of the last accepted request (same sequence number and MAC), which a client
+sends when the connection broke before the reply arrived: it gets the same reply again, and
+``decide`` is not called twice. Nothing received is ever unpickled.
+
+This module is over 400 lines because the protocol's two ends and the per-job context that drives
+the client share one set of invariants (framing, signing, sequence numbers), easier to check on one
+page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+import hashlib
+import hmac
+import json
+import logging
+import math
+import numbers
+import os
+import secrets
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeGuard
+
+from amtlib.errors import AmtlibError, ReportChannelError, ValidationError, describe_value
+from amtlib.records import Report, json_safe
+
+__all__ = [
+    "Action",
+    "ChannelSpec",
+    "Decision",
+    "JobContext",
+    "JobContextSpec",
+    "ReportClient",
+    "ReportServer",
+    "TrialStopped",
+    "current_job",
+    "job_context",
+    "report",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 1 << 20  # a report is a few hundred bytes; anything near this is an attack or bug
+_HEADER = struct.Struct(">I")
+_MAC_BYTES = hashlib.sha256().digest_size
+_SECRET_BYTES = 32
+_DEFAULT_TIMEOUT = 30.0
+# A connection that has sent part of a frame, or nothing authenticated yet, gets this long to finish
+# it; authenticated idle connections are kept, since a job may report once an hour.
+_PENDING_SECONDS = 30.0
+_SWEEP_SECONDS = 1.0  # how often the server looks for connections past that deadline
+
+
+# ---- decisions -------------------------------------------------------------------------------------
+
+
+class Action(str, enum.Enum):
+    """What the tuner tells a training job after a report."""
+
+    CONTINUE = "continue"
+    STOP = "stop"  # early stopping: the job ends for good
+    PAUSE = "pause"  # multi-fidelity: the job ends now and may be resumed from its checkpoint
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The tuner's answer to one report.
+
+    Attributes:
+        action: ``Action.CONTINUE`` (the default), ``STOP`` or ``PAUSE``; a string value is accepted.
+        reason: why, as JSON-able data (values compared, reference count...), or ``None``.
+
+    Example:
+        >>> Decision("stop", {"median": 0.4}).action
+        <Action.STOP: 'stop'>
+    """
+
+    action: Action = Action.CONTINUE
+    reason: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "action", Action(self.action))
+        except (ValueError, TypeError):
+            raise ValidationError(
+                "The 'action' parameter of Decision must be one of "
+                f"{[a.value for a in Action]}. Got {describe_value(self.action)} instead. "
+                "Fix: pass Action.CONTINUE, Action.STOP or Action.PAUSE."
+            ) from None
+        if self.reason is not None:
+            if not isinstance(self.reason, Mapping):
+                raise ValidationError(
+                    "The 'reason' parameter of Decision must be a dict or None. Got "
+                    f"{describe_value(self.reason)} instead. Fix: pass e.g. {{'rule': 'median'}}."
+                )
+            object.__setattr__(self, "reason", dict(self.reason))
+
+    def stops(self) -> bool:
+        """True when the job must end now (``STOP`` or ``PAUSE``)."""
+        return self.action is not Action.CONTINUE
+
+
+_CONTINUE = Decision()
+
+
+class TrialStopped(AmtlibError):
+    """Raised by :func:`report` when the tuner decided that this training job ends now.
+
+    Catch it to save a checkpoint, then return (or re-raise). If it escapes the training function,
+    the job is recorded as ``Stopped``, not failed. Once raised, every later :func:`report` of the
+    job raises it again without contacting the tuner.
+
+    Attributes:
+        action: ``Action.STOP`` (early stopping) or ``Action.PAUSE`` (the tuner may resume the job
+            from its checkpoint later, e.g. a Hyperband promotion).
+        reason: the tuner's reason, as data, or ``None``.
+        step: the step whose report got the decision, or ``None``.
+
+    Example:
+        >>> def train(hp):
+        ...     for epoch in range(1, 11):
+        ...         try:
+        ...             report(loss=1.0 / epoch, step=epoch)
+        ...         except TrialStopped:
+        ...             break  # save a checkpoint here, if useful
+        ...     return 1.0 / epoch
+    """
+
+    def __init__(
+        self,
+        action: Action | str = Action.STOP,
+        reason: Mapping[str, Any] | None = None,
+        step: int | None = None,
+    ) -> None:
+        self.action = Action(action)
+        self.reason = None if reason is None else dict(reason)
+        self.step = step
+        verb = "paused" if self.action is Action.PAUSE else "stopped"
+        at = "" if step is None else f" at step {step}"
+        why = "" if reason is None else f" Reason: {json.dumps(json_safe(self.reason))}."
+        super().__init__(
+            f"The tuner {verb} this training job{at}.{why} This is not an error: catch "
+            "TrialStopped to save a checkpoint, then return."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default would rebuild from the message alone; the worker may pickle this exception.
+        return (type(self), (self.action, self.reason, self.step))
+
+
+# ---- the wire --------------------------------------------------------------------------------------
+
+
+# Built once: json.dumps/loads with options build a new encoder or decoder per call, which is a
+# good part of a round trip's cost.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder()
+
+
+def _mac(secret: bytes, body: bytes) -> bytes:
+    return hmac.digest(secret, body, "sha256")
+
+
+def _encode(secret: bytes, message: Mapping[str, Any]) -> bytes:
+    """A signed frame holding ``message`` as canonical JSON."""
+    body = _ENCODER.encode(message).encode("ascii")
+    return _HEADER.pack(_MAC_BYTES + len(body)) + _mac(secret, body) + body
+
+
+def _split(frame: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
+    """``(mac, body, message)`` of a frame's payload (after the length); ValueError if malformed."""
+    if len(frame) <= _MAC_BYTES:
+        raise ValueError(f"frame of {len(frame)} bytes is too short to hold a MAC and a body")
+    mac, body = frame[:_MAC_BYTES], frame[_MAC_BYTES:]
+    try:
+        message = _DECODER.decode(body.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"body is not JSON ({type(exc).__name__})") from None
+    if not isinstance(message, dict):
+        raise ValueError(f"body is a JSON {type(message).__name__}, not an object")
+    return mac, body, message
+
+
+def _verify(secret: bytes, mac: bytes, body: bytes) -> bool:
+    return hmac.compare_digest(mac, _mac(secret, body))
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return type(value) is int  # JSON ints; bool is rejected on purpose
+
+
+def _parse_report(message: Mapping[str, Any]) -> tuple[int, dict[str, float], float]:
+    """``(step, metrics, timestamp)`` of an authenticated request; ValueError if malformed."""
+    step, metrics, timestamp = message.get("step"), message.get("metrics"), message.get("timestamp")
+    if not _is_int(step) or step < 1:
+        raise ValueError(f"step {step!r} is not an int >= 1")
+    if not isinstance(metrics, dict) or not metrics:
+        raise ValueError("metrics is not a non-empty object")
+    values = {}
+    for name, value in metrics.items():
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"metric {name!r} is {value!r}, not a finite number")
+        values[name] = float(value)
+    if not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp):
+        raise ValueError(f"timestamp {timestamp!r} is not a finite number")
+    return step, values, float(timestamp)
+
+
+# ---- the tuner's end -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """Where and how a training job reports: travels (pickled) inside the job's spec to the worker.
+
+    Attributes:
+        host, port: the tuner's report server, as reachable from the worker.
+        job_id: the training job's id on that server (its index).
+        secret: the job's 32-byte secret, hex-encoded; hidden from ``repr`` so logs do not leak it.
+    """
+
+    host: str
+    port: int
+    job_id: int
+    secret: str = field(repr=False)
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    secret: bytes
+    last_seq: int = 0
+    last_mac: bytes = b""
+    last_reply: bytes = b""
+
+
+@dataclass(eq=False, slots=True)
+class _Connection:
+    sock: socket.socket
+    peer: str
+    inbuf: bytearray = field(default_factory=bytearray)
+    outbuf: bytearray = field(default_factory=bytearray)
+    deadline: float | None = None  # closed if still pending then; None once idle and authenticated
+
+
+class _Rejected(Exception):
+    """A frame the server refuses: the connection is closed without an answer."""
+
+
+_LISTENER, _WAKE = object(), object()
+Decide = Callable[[int, int, dict[str, float], float], Decision]
+
+
+class ReportServer:
+    """The tuner's end of the report channel: authenticates reports and answers with decisions.
+
+    Contract:
+
+    - ``decide(job_id, step, metrics, timestamp)`` is called once per authenticated report, on the
+      server's own thread, one call at a time, so it may touch tuner state guarded by a lock that the
+      thread submitting jobs does not hold while submitting (an inline executor runs the job inside
+      ``submit``, and the job waits for ``decide``). A slow ``decide`` delays every job's report. If
+      it raises or returns something other than a :class:`Decision`, the error is logged on the
+      ``amtlib.reporting`` logger and the job is told to continue.
+    - Frames that fail authentication or validation never reach ``decide``; their connection is
+      closed and a warning logged. No client can crash the server.
+    - ``register`` gives each job a fresh secret; registering a job id again invalidates the old
+      secret (a re-run attempt cannot be reported to by the previous one). ``unregister`` rejects
+      the job's later reports.
+    - ``close`` is idempotent, stops the thread, and releases the port.
+
+    Args:
+        decide: the decision function described above.
+        host: the interface to bind: ``"127.0.0.1"`` (the default) accepts only local workers;
+            ``"0.0.0.0"`` or a specific address accepts workers on other hosts.
+        port: the port to bind, 0 for any free one.
+        advertise_host: the host name or address workers connect to, when it differs from
+            ``host`` (a Dask cluster on other hosts). Default: ``host``, or this machine's host
+            name when ``host`` is a wildcard address.
+
+    Example:
+        >>> with ReportServer(lambda job, step, metrics, t: Decision()) as server:
+        ...     with ReportClient(server.register(0)) as client:
+        ...         client.send(1, {"loss": 0.5}).action
+        <Action.CONTINUE: 'continue'>
+    """
+
+    def __init__(
+        self,
+        decide: Decide,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertise_host: str | None = None,
+    ) -> None:
+        if not callable(decide):
+            raise ValidationError(
+                "The 'decide' parameter of ReportServer must be a callable "
+                f"(job_id, step, metrics, timestamp) -> Decision. Got {describe_value(decide)} "
+                "instead. Fix: pass a function."
+            )
+        if not _is_int(port) or not 0 <= port <= 65535:
+            raise ValidationError(
+                "The 'port' parameter of ReportServer must be an int in [0, 65535]. Got "
+                f"{describe_value(port)} instead. Fix: pass 0 to pick a free port."
+            )
+        self._decide = decide
+        self._host, self._port = host, port
+        self._advertise_host = advertise_host
+        self._jobs: dict[int, _Job] = {}
+        self._lock = threading.Lock()  # guards _jobs and the lifecycle fields below
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._address: tuple[str, int] | None = None
+
+    # ---- the tuner's side (any thread) ----------------------------------------------------------
+
+    def start(self) -> ReportServer:
+        """Bind the port and start serving on a daemon thread; a no-op when already started.
+
+        Raises:
+            ReportChannelError: the server was closed, or the address cannot be bound.
+        """
+        with self._lock:
+            if self._closed:
+                raise ReportChannelError("ReportServer.start() was called after close().")
+            if self._thread is not None:
+                return self
+            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+            try:
+                listener = socket.create_server(
+                    (self._host, self._port), family=family, backlog=128
+                )
+            except OSError as exc:
+                raise ReportChannelError(
+                    f"The report server could not listen on {self._host}:{self._port}: {exc}. "
+                    "Fix: pass port=0 for a free port, or a host that is an address of this machine."
+                ) from exc
+            listener.setblocking(False)
+            self._listener = listener
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            port = listener.getsockname()[1]
+            host = self._advertise_host
+            if host is None:
+                wildcard = self._host in ("", "0.0.0.0", "::")
+                host = socket.gethostname() if wildcard else self._host
+            self._address = (host, port)
+            self._thread = threading.Thread(
+                target=self._serve, name=f"amtlib-report-server-{port}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` as advertised to workers.
+
+        Raises:
+            ReportChannelError: the server was never started.
+        """
+        if self._address is None:
+            raise ReportChannelError("ReportServer.address is known once start() has been called.")
+        return self._address
+
+    def register(self, job_id: int) -> ChannelSpec:
+        """Accept reports for ``job_id`` (replacing any earlier registration) and describe how.
+
+        Raises:
+            ValidationError: ``job_id`` is not an int >= 0.
+            ReportChannelError: the server is not started, or closed.
+        """
+        if not _is_int(job_id) or job_id < 0:
+            raise ValidationError(
+                "The 'job_id' parameter of ReportServer.register must be an int >= 0. Got "
+                f"{describe_value(job_id)} instead. Fix: pass the training job's index."
+            )
+        host, port = self.address
+        secret = secrets.token_bytes(_SECRET_BYTES)
+        with self._lock:
+            if self._closed:
+                raise ReportChannelError("ReportServer.register() was called after close().")
+            self._jobs[job_id] = _Job(secret)
+        return ChannelSpec(host, port, job_id, secret.hex())
+
+    def unregister(self, job_id: int) -> None:
+        """Reject any later report of ``job_id``; a no-op for an unknown id."""
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def close(self) -> None:
+        """Stop serving, close every connection and free the port (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._jobs.clear()
+            thread = self._thread
+        if thread is None:
+            return
+        if (
+            self._wake_w is not None
+        ):  # set with _thread; wakes the selector so the loop sees _closed
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+        if thread is not threading.current_thread():  # close() may be called from decide
+            thread.join()
+
+    def __enter__(self) -> ReportServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- the server thread ----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        listener, wake_r, wake_w = self._listener, self._wake_r, self._wake_w
+        if listener is None or wake_r is None or wake_w is None:  # start() sets them first
+            return
+        selector = selectors.DefaultSelector()
+        connections: dict[socket.socket, _Connection] = {}
+        selector.register(listener, selectors.EVENT_READ, _LISTENER)
+        selector.register(wake_r, selectors.EVENT_READ, _WAKE)
+        next_sweep = time.monotonic() + _SWEEP_SECONDS
+        try:
+            while not self._closed:
+                for key, mask in selector.select(timeout=_SWEEP_SECONDS):
+                    if key.data is _LISTENER:
+                        self._accept(listener, selector, connections)
+                    elif key.data is not _WAKE:
+                        self._on_ready(selector, connections, key.data, mask)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    next_sweep = now + _SWEEP_SECONDS
+                    for conn in list(connections.values()):
+                        if conn.deadline is not None and now > conn.deadline:
+                            logger.warning(
+                                "report server: closing %s: incomplete request", conn.peer
+                            )
+                            self._drop(selector, connections, conn)
+        except Exception:  # a bug here must not leave jobs hanging without a word
+            logger.exception("report server thread failed; reports will not be answered")
+        finally:
+            for conn in list(connections.values()):
+                self._drop(selector, connections, conn)
+            selector.close()
+            for sock in (listener, wake_r, wake_w):
+                sock.close()
+
+    @staticmethod
+    def _accept(
+        listener: socket.socket,
+        selector: selectors.BaseSelector,
+        connections: dict[Any, _Connection],
+    ) -> None:
+        while True:
+            try:
+                sock, peer = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # out of file descriptors: back off instead of spinning
+                logger.warning("report server: accept failed: %s", exc)
+                time.sleep(0.05)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(
+                sock, f"{peer[0]}:{peer[1]}", deadline=time.monotonic() + _PENDING_SECONDS
+            )
+            connections[sock] = conn
+            selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _on_ready(
+        self,
+        selector: selectors.BaseSelector,
+        connections: dict[Any, _Connection],
+        conn: _Connection,
+        mask: int,
+    ) -> None:
+        try:
+            if mask & selectors.EVENT_READ:
+                data = conn.sock.recv(65536)
+                if not data:
+                    raise ConnectionResetError("closed by peer")
+                self._on_data(conn, data)
+            self._flush(selector, conn)
+        except _Rejected as exc:
+            logger.warning("report server: rejected a frame from %s: %s", conn.peer, exc)
+            self._drop(selector, connections, conn)
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._drop(selector, connections, conn)
+        except Exception:  # a bug in handling one connection must not stop the others
+            logger.exception("report server: error while serving %s; closing it", conn.peer)
+            self._drop(selector, connections, conn)
+
+    def _on_data(self, conn: _Connection, data: bytes) -> None:
+        conn.inbuf += data
+        if conn.deadline is None:
+            conn.deadline = time.monotonic() + _PENDING_SECONDS
+        while len(conn.inbuf) >= _HEADER.size:
+            (length,) = _HEADER.unpack_from(conn.inbuf)
+            if length > MAX_FRAME_BYTES:  # refuse before buffering it
+                raise _Rejected(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
+            end = _HEADER.size + length
+            if len(conn.inbuf) < end:
+                return
+            frame = bytes(conn.inbuf[_HEADER.size : end])
+            del conn.inbuf[:end]
+            conn.outbuf += self._answer(frame)
+            if not conn.inbuf:
+                conn.deadline = None
+
+    def _answer(self, frame: bytes) -> bytes:
+        """The signed reply to one request frame; raises ``_Rejected`` for anything suspect."""
+        try:
+            mac, body, message = _split(frame)
+        except ValueError as exc:
+            raise _Rejected(str(exc)) from None
+        job_id, seq = message.get("job_id"), message.get("seq")
+        if message.get("kind") != "report" or not _is_int(job_id) or not _is_int(seq):
+            raise _Rejected("not a report request")
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise _Rejected(f"job id {job_id} is not registered")
+        if not _verify(job.secret, mac, body):
+            raise _Rejected(f"bad signature for job id {job_id}")
+        if seq <= job.last_seq:
+            if seq == job.last_seq and hmac.compare_digest(mac, job.last_mac):
+                return job.last_reply  # a retransmission after a broken connection
+            raise _Rejected(f"sequence number {seq} of job id {job_id} was already used")
+        try:
+            step, metrics, timestamp = _parse_report(message)
+        except ValueError as exc:
+            raise _Rejected(f"malformed report of job id {job_id}: {exc}") from None
+        decision = self._call_decide(job_id, step, metrics, timestamp)
+        reply = _encode(
+            job.secret,
+            {"kind": "decision", "job_id": job_id, "seq": seq,
+             "action": decision.action.value, "reason": json_safe(decision.reason)},
+        )  # fmt: skip
+        job.last_seq, job.last_mac, job.last_reply = seq, mac, reply
+        return reply
+
+    def _call_decide(
+        self, job_id: int, step: int, metrics: dict[str, float], timestamp: float
+    ) -> Decision:
+        try:
+            decision = self._decide(job_id, step, metrics, timestamp)
+        except Exception:
+            logger.exception(
+                "report server: decide() raised for job id %d at step %d; answering continue",
+                job_id,
+                step,
+            )
+            return _CONTINUE
+        if not isinstance(decision, Decision):
+            logger.error(
+                "report server: decide() returned %s for job id %d at step %d, not a Decision; "
+                "answering continue",
+                describe_value(decision),
+                job_id,
+                step,
+            )
+            return _CONTINUE
+        return decision
+
+    def _flush(self, selector: selectors.BaseSelector, conn: _Connection) -> None:
+        if conn.outbuf:
+            sent = conn.sock.send(conn.outbuf)
+            del conn.outbuf[:sent]
+        # Watch for writability only while a reply is stuck, so an idle socket does not spin.
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
+        if selector.get_key(conn.sock).events != events:
+            selector.modify(conn.sock, events, conn)
+
+    @staticmethod
+    def _drop(
+        selector: selectors.BaseSelector, connections: dict[Any, _Connection], conn: _Connection
+    ) -> None:
+        connections.pop(conn.sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn.sock)
+        conn.sock.close()
+
+
+# ---- the worker's end ------------------------------------------------------------------------------
+
+
+class ReportClient:
+    """The worker's end of the report channel for one training job: a plain object, no globals.
+
+    Connects on the first ``send``, keeps the connection for every later report, and reconnects once
+    when it finds the connection broken. Safe to share between threads (reports are serialised).
+
+    Args:
+        spec: the job's channel, from :meth:`ReportServer.register`.
+        timeout: seconds to wait for the connection and for each reply.
+
+    Example (a command-trial wrapper parsing a subprocess's output would do this)::
+
+        with ReportClient(channel) as client:
+            if client.send(step, {"loss": loss}).stops():
+                process.terminate()
+    """
+
+    def __init__(self, spec: ChannelSpec, *, timeout: float = _DEFAULT_TIMEOUT) -> None:
+        secret = b""
+        if isinstance(spec, ChannelSpec):
+            with contextlib.suppress(TypeError, ValueError):
+                secret = bytes.fromhex(spec.secret)
+        if len(secret) != _SECRET_BYTES:
+            raise ValidationError(
+                "The 'spec' parameter of ReportClient must be a ChannelSpec from "
+                f"ReportServer.register, with a {_SECRET_BYTES}-byte hex secret. Got "
+                f"{type(spec).__name__} instead. Fix: pass the ChannelSpec the tuner registered."
+            )
+        self.spec = spec
+        self._secret = secret
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._pid = os.getpid()
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def send(
+        self, step: int, metrics: Mapping[str, Any], timestamp: float | None = None
+    ) -> Decision:
+        """Report one step and return the tuner's decision.
+
+        Args:
+            step: the step number, an int >= 1 (ordering is the caller's business).
+            metrics: metric name -> finite real number (numpy scalars accepted).
+            timestamp: seconds since the epoch; default now.
+
+        Raises:
+            ValidationError: a bad step or metric value.
+            ReportChannelError: the tuner cannot be reached, does not answer within the timeout,
+                closes the connection without answering (twice), or answers with a reply that fails
+                authentication.
+        """
+        checked = _check_metrics(metrics, "ReportClient.send")
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+            raise ValidationError(
+                "The 'step' parameter of ReportClient.send must be an int >= 1. Got "
+                f"{describe_value(step)} instead. Fix: count steps from 1."
+            )
+        when = time.time() if timestamp is None else _finite_float(timestamp)
+        if when is None:
+            raise ValidationError(
+                "The 'timestamp' parameter of ReportClient.send must be a finite number of "
+                f"seconds since the epoch, or None. Got {describe_value(timestamp)} instead. "
+                "Fix: pass time.time(), or None for now."
+            )
+        return self._send(int(step), checked, when)
+
+    def _send(self, step: int, metrics: dict[str, float], timestamp: float) -> Decision:
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            frame = _encode(
+                self._secret,
+                {"kind": "report", "job_id": self.spec.job_id, "seq": seq, "step": step,
+                 "metrics": metrics, "timestamp": timestamp},
+            )  # fmt: skip
+            if len(frame) - _HEADER.size > MAX_FRAME_BYTES:
+                raise ValidationError(
+                    f"A report of {len(metrics)} metrics is {len(frame)} bytes, over the report "
+                    f"channel's limit of {MAX_FRAME_BYTES}. Fix: report fewer metrics per step."
+                )
+            try:
+                try:
+                    reply = self._exchange(frame)
+                except TimeoutError:
+                    raise  # the tuner is there but silent: waiting again would double the wait
+                except OSError:
+                    # A broken connection: reconnect once and send the same frame; if the tuner had
+                    # answered it already, it answers the retransmission without deciding again.
+                    self._disconnect()
+                    reply = self._exchange(frame)
+            except TimeoutError as exc:
+                raise self._error(str(exc), None) from exc
+            except OSError as exc:
+                raise self._error(_describe_failure(exc), exc) from exc
+            return self._read_decision(reply, seq)
+
+    def _exchange(self, frame: bytes) -> bytes:
+        if self._sock is not None and self._pid != os.getpid():
+            # Forked: closing the child's copy leaves the parent's connection open.
+            self._disconnect()
+        if self._sock is None:
+            self._pid = os.getpid()
+            try:
+                sock = socket.create_connection((self.spec.host, self.spec.port), self._timeout)
+            except TimeoutError as exc:
+                raise TimeoutError(f"could not connect within {self._timeout} s") from exc
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
+        try:
+            self._sock.sendall(frame)
+            (length,) = _HEADER.unpack(_recv_exactly(self._sock, _HEADER.size))
+            if length > MAX_FRAME_BYTES:
+                raise ConnectionAbortedError(f"reply frame of {length} bytes is too large")
+            return _recv_exactly(self._sock, length)
+        except TimeoutError as exc:
+            self._disconnect()
+            raise TimeoutError(f"no answer within {self._timeout} s") from exc
+
+    def _read_decision(self, reply: bytes, seq: int) -> Decision:
+        try:
+            mac, body, message = _split(reply)
+        except ValueError as exc:
+            raise self._error(f"malformed reply ({exc})", None) from None
+        if not _verify(self._secret, mac, body):
+            raise self._error("the reply failed authentication (bad signature)", None)
+        if (message.get("kind"), message.get("job_id"), message.get("seq")) != (
+            "decision",
+            self.spec.job_id,
+            seq,
+        ):
+            raise self._error("the reply does not answer this report", None)
+        try:
+            return Decision(message.get("action", ""), message.get("reason"))
+        except ValidationError as exc:
+            raise self._error(f"malformed decision ({exc})", None) from None
+
+    def _error(self, why: str, exc: BaseException | None) -> ReportChannelError:
+        self._disconnect()
+        cause = f" [{type(exc).__name__}: {exc}]" if exc is not None else ""
+        return ReportChannelError(
+            f"Training job {self.spec.job_id} could not report to the tuner at "
+            f"{self.spec.host}:{self.spec.port}: {why}{cause}. Fix: check that the tuner is still "
+            "running and that this address is reachable from the worker (on a cluster, the tuner "
+            "must advertise an address the workers can connect to)."
+        )
+
+    def _disconnect(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        """Close the connection (idempotent); a later ``send`` reconnects."""
+        with self._lock:
+            self._disconnect()
+
+    def __enter__(self) -> ReportClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            raise ConnectionResetError("the tuner closed the connection without answering")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _describe_failure(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the tuner still running?)"
+    if isinstance(exc, socket.gaierror):
+        return "the host name does not resolve here"
+    if isinstance(exc, ConnectionResetError):
+        return (
+            "the tuner closed the connection without answering, twice: the job is no longer "
+            "registered (it ended or was stopped), or its secret is wrong"
+        )
+    return "the connection failed"
+
+
+def _check_metrics(metrics: Mapping[str, Any], where: str) -> dict[str, float]:
+    """Metric name -> float, or ValidationError naming the first bad metric."""
+    if not metrics:
+        raise ValidationError(
+            f"{where} needs at least one metric. Got none. Fix: pass metrics as keywords, e.g. "
+            "report(loss=0.3), or report(**{'validation:loss': 0.3})."
+        )
+    checked = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise ValidationError(
+                f"Metric names passed to {where} must be non-empty strings. Got "
+                f"{describe_value(name)}. Fix: name the metric, e.g. 'validation:loss'."
+            )
+        number = _finite_float(value)
+        if number is None:
+            raise ValidationError(
+                f"Metric {name!r} passed to {where} must be a finite real number. Got "
+                f"{describe_value(value)} instead. Fix: pass a float such as loss=0.25 (convert "
+                "tensors with .item(); skip or fix the report when the value is NaN or infinite)."
+            )
+        checked[name] = number
+    return checked
+
+
+def _finite_float(value: Any) -> float | None:
+    """``value`` as a finite float if it is a real number (numpy and torch scalars too), else None."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        try:
+            value = value.item()
+        except Exception:
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except (OverflowError, TypeError, ValueError):  # an int or Fraction beyond float's range
+        return None
+    return number if math.isfinite(number) else None
+
+
+# ---- the training function's view ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobContextSpec:
+    """What :func:`job_context` needs to know about the training job it runs (picklable).
+
+    Attributes:
+        name, index, hyperparameters: the training job's.
+        channel: where to report, or ``None`` to only record reports locally (no decisions).
+        checkpoint_dir: where the job keeps its checkpoints, or ``None``.
+        resume_step: the step a resumed job continues after (its checkpoint's); 0 for a fresh start.
+        step_offset: the last step already counted for the job: automatic steps start after it, and
+            explicit steps must exceed it. Usually equal to ``resume_step``.
+    """
+
+    name: str
+    index: int
+    hyperparameters: dict[str, Any]
+    channel: ChannelSpec | None = None
+    checkpoint_dir: str | None = None
+    resume_step: int = 0
+    step_offset: int = 0
+
+
+class JobContext:
+    """The training job a training function is running in; :func:`current_job` returns it.
+
+    Besides the read-only facts about the job, it holds the reports made so far (``reports``) and the
+    stop decision once there is one (``decision``), which the worker returns with the job's outcome.
+    A command-trial wrapper can create one directly and call :meth:`report` without the context
+    variable.
+
+    Attributes:
+        name: the training job's name.
+        index: its index in the tuning job.
+        checkpoint_dir: where it keeps checkpoints, or ``None``.
+        resume_step: the step to continue after, 0 for a fresh start.
+    """
+
+    def __init__(self, spec: JobContextSpec) -> None:
+        self.name = spec.name
+        self.index = spec.index
+        self.checkpoint_dir = spec.checkpoint_dir
+        self.resume_step = spec.resume_step
+        self._hyperparameters = dict(spec.hyperparameters)
+        self._client = None if spec.channel is None else ReportClient(spec.channel)
+        self._lock = threading.Lock()  # a job may report from several of its own threads
+        self._reports: list[Report] = []
+        self._last_step = spec.step_offset
+        self._decision: Decision | None = None
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """A copy of the job's hyperparameters."""
+        return dict(self._hyperparameters)
+
+    @property
+    def reports(self) -> tuple[Report, ...]:
+        """Every report made so far, in order (including any whose sending failed)."""
+        with self._lock:
+            return tuple(self._reports)
+
+    @property
+    def decision(self) -> Decision | None:
+        """The tuner's stop or pause decision, once received; ``None`` while the job may continue."""
+        return self._decision
+
+    def report(self, /, step: int | None = None, **metrics: Any) -> None:
+        """Record one step of metrics and send it to the tuner; see :func:`report`."""
+        checked = _check_metrics(metrics, "report()")
+        with self._lock:
+            if self._decision is not None:
+                raise TrialStopped(self._decision.action, self._decision.reason, self._last_step)
+            step = self._next_step(step)
+            record = Report(step, checked, time.time())
+            self._reports.append(record)
+            self._last_step = step
+            if self._client is None:
+                return
+            decision = self._client._send(step, checked, record.timestamp)
+            if decision.stops():
+                self._decision = decision
+                raise TrialStopped(decision.action, decision.reason, step)
+
+    def _next_step(self, step: Any) -> int:
+        if step is None:
+            return self._last_step + 1
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, numbers.Integral)
+            or step <= self._last_step
+        ):
+            raise ValidationError(
+                f"The 'step' parameter of report() must be an int greater than the previous step "
+                f"({self._last_step}). Got {describe_value(step)} instead. Fix: pass increasing "
+                "steps (e.g. the epoch, from 1), or omit step to count reports automatically."
+            )
+        return int(step)
+
+    def close(self) -> None:
+        """Close the connection to the tuner, if any."""
+        if self._client is not None:
+            self._client.close()
+
+
+_CURRENT: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "amtlib_current_job", default=None
+)
+
+
+@contextlib.contextmanager
+def job_context(spec: JobContextSpec) -> Iterator[JobContext]:
+    """Make ``spec``'s job the current one while the block runs (what ``run_training_job`` enters).
+
+    The job is current only in this thread's context: jobs running at once in other threads (a
+    thread pool, Dask threads) each see their own. On exit the previous context is restored and the
+    connection to the tuner closed.
+
+    Example:
+        >>> with job_context(JobContextSpec("job-001", 0, {"x": 1})) as job:
+        ...     report(loss=0.5)
+        >>> job.reports[0].step, job.reports[0].metrics
+        (1, {'loss': 0.5})
+    """
+    context = JobContext(spec)
+    token = _CURRENT.set(context)
+    try:
+        yield context
+    finally:
+        _CURRENT.reset(token)
+        context.close()
+
+
+def current_job() -> JobContext:
+    """The training job the calling training function runs in.
+
+    Raises:
+        ValidationError: called outside a training function run by a Tuner.
+
+    Example:
+        >>> def train(hp):
+        ...     job = current_job()
+        ...     for epoch in range(job.resume_step + 1, hp["epochs"] + 1):
+        ...         report(loss=1.0 / epoch, step=epoch)  # and checkpoint to job.checkpoint_dir
+        ...     return 1.0 / hp["epochs"]
+    """
+    context = _CURRENT.get()
+    if context is None:
+        raise ValidationError(_outside("current_job()"))
+    return context
+
+
+def report(step: int | None = None, **metrics: float) -> None:
+    """Report one step of intermediate metrics from inside a training function.
+
+    The tuner sees each report as it is made and may stop the job: ``report`` then raises
+    :class:`TrialStopped`. A metric named ``step`` cannot be passed (the name is the step argument).
+
+    Args:
+        step: the step number: an int greater than the previous report's (e.g. the epoch). Default:
+            the previous step + 1, counting from 1.
+        **metrics: metric name -> finite real number (numpy scalars accepted). Names that are not
+            identifiers go through a dict: ``report(**{"validation:loss": 0.3})``.
+
+    Raises:
+        TrialStopped: the tuner decided the job ends now.
+        ValidationError: no metric, a value that is not a finite real number, a step that does not
+            increase, or a call outside a training function run by a Tuner.
+        ReportChannelError: the tuner cannot be reached.
+
+    Example:
+        >>> def train(hp):
+        ...     for epoch in range(1, 4):
+        ...         report(**{"validation:loss": 1.0 / epoch}, step=epoch)
+        ...     return 1.0 / 3
+    """
+    context = _CURRENT.get()
+    if context is None:
+        raise ValidationError(_outside("report()"))
+    context.report(step, **metrics)
+
+
+def _outside(what: str) -> str:
+    return (
+        f"{what} works only inside a training function run by a Tuner, and was called outside any "
+        "training job. Fix: call it from the function passed to Tuner (for threads that function "
+        "starts itself, run them with contextvars.copy_context().run)."
+    )

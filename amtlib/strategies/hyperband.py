@@ -1,0 +1,317 @@
+"""Hyperband: asynchronous successive halving across brackets (AMT's ``Hyperband``, and more).
+
+Resource is counted in steps (one report of the objective metric, e.g. an epoch). Rung levels are
+``min_resource * eta**k`` below ``max_resource``, and ``max_resource`` itself ends every job.
+Bracket ``b`` makes its first decision at the ``b``-th rung level, so bracket 0 is the most aggressive
+and the last bracket runs every job to ``max_resource`` (plain random search); a new job joins a
+bracket drawn with Hyperband's weights (how many configurations the synchronous algorithm would start
+in it), from the job's own seeded stream.
+
+When a job reports a step that reaches a rung of its bracket, its value is recorded there and:
+
+- ``mode="stopping"`` (AMT's behaviour): it continues when its value is within the best ``1/eta`` of
+  the values recorded at that rung so far (the ``1/eta`` quantile, ties continuing), else it stops;
+- ``mode="promotion"``: it continues when it is among the best ``floor(k / eta)`` of the ``k`` values
+  at the rung and that many have not been promoted yet; else it *pauses* (it ends now, keeping its
+  checkpoint). When a slot frees, a paused job that has since earned promotion (more jobs reached its
+  rung) is resumed from its checkpoint before any new configuration is started.
+
+New configurations are random (as in AMT) or, with ``model="bayesian"``, proposed by the Bayesian
+strategy's Gaussian process fitted to the values at the highest rung with enough of them (in the
+spirit of BOHB), with running jobs fantasised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from amtlib.errors import ValidationError, describe_value
+from amtlib.records import Trial
+from amtlib.reporting import Action, Decision
+from amtlib.space import SearchSpace
+from amtlib.strategies.base import Strategy, trial_rng
+from amtlib.strategies.bayesian import BayesianStrategy
+
+_MODES = ("stopping", "promotion")
+_MODELS = ("random", "bayesian")
+#: Static hyperparameters that name the number of epochs, read when max_resource is not given.
+EPOCH_NAMES = ("epochs", "num_epochs", "n_epochs", "numepochs", "n-epochs")
+_AMT_KEYS = {"MinResource": "min_resource", "MaxResource": "max_resource"}
+
+
+def hyperband_config(
+    config: Mapping[str, Any], static_hyperparameters: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Validate ``strategy_config`` for Hyperband, in our keys or AMT's, inferring ``max_resource``.
+
+    Accepts ``{"min_resource": 1, "max_resource": 81, ...}`` or AMT's
+    ``{"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 81}}``. Without a
+    ``max_resource`` it is read from a static hyperparameter named like an epoch count.
+    """
+    config = dict(config)
+    amt = config.pop("HyperbandStrategyConfig", None)
+    if amt is not None:
+        if not isinstance(amt, Mapping) or set(amt) - set(_AMT_KEYS):
+            raise ValidationError(
+                "strategy_config['HyperbandStrategyConfig'] must be a dict with 'MinResource' and/or "
+                f"'MaxResource'. Got {describe_value(amt)} instead. Fix: e.g. "
+                "{'HyperbandStrategyConfig': {'MinResource': 1, 'MaxResource': 81}}."
+            )
+        config.update({_AMT_KEYS[k]: v for k, v in amt.items()})
+    known = {"min_resource", "max_resource", "reduction_factor", "mode", "model"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValidationError(
+            f"strategy_config has keys {unknown} that Hyperband does not know. Known: "
+            f"{sorted(known)} (or AMT's 'HyperbandStrategyConfig'). Fix: remove them."
+        )
+    if config.get("max_resource") is None:
+        found = [n for n in EPOCH_NAMES if n in static_hyperparameters]
+        if not found:
+            raise ValidationError(
+                "Hyperband needs a max_resource (the most steps, e.g. epochs, a job may run). Got "
+                "none in strategy_config and no static hyperparameter named "
+                f"{' / '.join(EPOCH_NAMES)}. Fix: pass strategy_config={{'max_resource': 81}} or "
+                "static_hyperparameters={'epochs': 81}."
+            )
+        config["max_resource"] = static_hyperparameters[found[0]]
+    config.setdefault("min_resource", 1)
+    config.setdefault("reduction_factor", 3)
+    config.setdefault("mode", "stopping")
+    config.setdefault("model", "random")
+    for key in ("min_resource", "max_resource", "reduction_factor"):
+        value = config[key]
+        low = 2 if key == "reduction_factor" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValidationError(
+                f"Hyperband's {key} must be an int >= {low}. Got {describe_value(value)} instead. "
+                f"Fix: pass a whole number >= {low}."
+            )
+    if config["min_resource"] >= config["max_resource"]:
+        raise ValidationError(
+            f"Hyperband needs min_resource < max_resource. Got min_resource="
+            f"{config['min_resource']}, max_resource={config['max_resource']}. Fix: lower "
+            "min_resource or raise max_resource."
+        )
+    for key, allowed in (("mode", _MODES), ("model", _MODELS)):
+        if config[key] not in allowed:
+            raise ValidationError(
+                f"Hyperband's {key} must be one of {list(allowed)}. Got "
+                f"{describe_value(config[key])} instead. Fix: pass one of those."
+            )
+    return config
+
+
+def rung_levels(min_resource: int, max_resource: int, eta: int) -> list[int]:
+    """Decision levels ``min_resource * eta**k`` strictly below ``max_resource``."""
+    levels, level = [], min_resource
+    while level < max_resource:
+        levels.append(level)
+        level *= eta
+    return levels
+
+
+def bracket_weights(n_levels: int, eta: int) -> np.ndarray:
+    """Probability of each bracket: synchronous Hyperband's count of configurations in it.
+
+    Bracket ``b`` (0 = most aggressive) makes ``s = n_levels - b`` halvings; Hyperband starts
+    ``ceil((s_max + 1) / (s + 1)) * eta**s`` configurations in it.
+    """
+    s_max = n_levels
+    counts = [math.ceil((s_max + 1) / (s + 1)) * eta**s for s in range(s_max, -1, -1)]
+    w = np.asarray(counts, dtype=float)
+    return w / w.sum()
+
+
+@dataclass
+class _Job:
+    bracket: int
+    hyperparameters: dict[str, Any]
+    values: dict[int, float] = field(default_factory=dict)  # rung level -> loss recorded there
+    last_step: int = 0
+    paused_at: int | None = None
+    finished: bool = False
+
+
+class HyperbandStrategy(Strategy):
+    """Asynchronous successive halving over brackets; see the module docstring.
+
+    ``strategy_config`` (validated by :func:`hyperband_config`): ``min_resource`` (default 1),
+    ``max_resource`` (required unless a static ``epochs``-like hyperparameter gives it),
+    ``reduction_factor`` (default 3), ``mode`` (``"stopping"`` or ``"promotion"``), ``model``
+    (``"random"`` or ``"bayesian"``).
+    """
+
+    name = "Hyperband"
+    stops_trials = True
+
+    def __init__(
+        self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None
+    ) -> None:
+        config = hyperband_config(config or {}, {})
+        super().__init__(space, seed=seed, config=config)
+        self.min_resource = int(config["min_resource"])
+        self.max_resource = int(config["max_resource"])
+        self.eta = int(config["reduction_factor"])
+        self.mode = str(config["mode"])
+        self.levels = rung_levels(self.min_resource, self.max_resource, self.eta)
+        self.weights = bracket_weights(len(self.levels), self.eta)
+        self.jobs: dict[int, _Job] = {}
+        self.rungs: dict[int, dict[int, dict[int, float]]] = {}  # bracket -> level -> job -> loss
+        self.promoted: dict[tuple[int, int], set[int]] = {}  # (bracket, level) -> jobs promoted
+        self._model = BayesianStrategy(space, seed=seed) if config["model"] == "bayesian" else None
+
+    # -- new configurations -----------------------------------------------------------------------
+
+    def bracket_of(self, index: int) -> int:
+        """The bracket of training job ``index``: drawn from its own stream, so reproducible."""
+        rng = trial_rng(self.seed, index)
+        rng.random()  # the configuration's draws come after this one
+        return int(rng.choice(len(self.weights), p=self.weights))
+
+    def ask(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(n):
+            params = self._new_configuration(self.n_asked)
+            if params is None:
+                break
+            self._launched(params)
+            out.append(params)
+        return out
+
+    def _new_configuration(self, index: int) -> dict[str, Any] | None:
+        if self._model is not None:
+            data = self._model_data()
+            if data is not None:
+                observed, pending = data
+                launched = [job.hyperparameters for job in self.jobs.values()]
+                params = self._model.suggest(index, observed, pending, launched)
+                if params is not None:
+                    return params
+        rng = trial_rng(self.seed, index)
+        rng.random()
+        rng.random()  # skip the bracket draw
+        return self.space.sample(rng)
+
+    def _model_data(
+        self,
+    ) -> tuple[list[tuple[dict[str, Any], float]], list[dict[str, Any]]] | None:
+        """Values at the highest rung level with enough of them, and the configurations running."""
+        enough = max(4, len(self.space) + 2)
+        for level in [*reversed(self.levels), self.max_resource]:
+            values = [
+                (job.hyperparameters, job.values[level])
+                for job in self.jobs.values()
+                if level in job.values
+            ]
+            if len(values) >= enough:
+                running = [
+                    job.hyperparameters
+                    for job in self.jobs.values()
+                    if not job.finished and job.paused_at is None and level not in job.values
+                ]
+                return values, running
+        return None
+
+    def _launched(self, hyperparameters: Mapping[str, Any]) -> None:
+        index = self.n_asked
+        self.jobs[index] = _Job(self.bracket_of(index), dict(hyperparameters))
+        super()._launched(hyperparameters)
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def on_report(self, index: int, step: int, loss: float) -> Decision:
+        """Decide on a report of job ``index`` at ``step`` (its loss); records rung values."""
+        job = self.jobs[index]
+        job.last_step = max(job.last_step, step)
+        if step >= self.max_resource:
+            job.values[self.max_resource] = loss
+            return Decision(Action.STOP, {"rule": "max_resource", "step": step,
+                                          "max_resource": self.max_resource, "completed": True})  # fmt: skip
+        if step < self.min_resource:
+            return Decision()
+        for level in self.levels[job.bracket :]:
+            if step >= level and level not in job.values:
+                return self._at_rung(index, job, level, loss)
+        return Decision()
+
+    def _at_rung(self, index: int, job: _Job, level: int, loss: float) -> Decision:
+        job.values[level] = loss
+        rung = self.rungs.setdefault(job.bracket, {}).setdefault(level, {})
+        rung[index] = loss
+        values = np.array(list(rung.values()))
+        reason: dict[str, Any] = {"rule": "successive_halving", "bracket": job.bracket,
+                                  "rung": level, "value": loss, "recorded": len(values)}  # fmt: skip
+        if self.mode == "stopping":
+            cutoff = float(np.quantile(values, 1.0 / self.eta))
+            reason["cutoff"] = cutoff
+            return Decision(Action.CONTINUE if loss <= cutoff else Action.STOP, reason)
+        if self._promotable(job.bracket, level, index):
+            self.promoted.setdefault((job.bracket, level), set()).add(index)
+            return Decision(Action.CONTINUE, {**reason, "promoted": True})
+        job.paused_at = level
+        return Decision(Action.PAUSE, reason)
+
+    def _promotable(self, bracket: int, level: int, index: int) -> bool:
+        """Among the best ``floor(k / eta)`` at the rung, with a promotion left for it."""
+        rung = self.rungs.get(bracket, {}).get(level, {})
+        allowed = len(rung) // self.eta
+        done = self.promoted.get((bracket, level), set())
+        if index in done or len(done) >= allowed:
+            return False
+        ranked = sorted(rung, key=lambda j: (rung[j], j))
+        return index in ranked[:allowed]
+
+    def promote(self) -> int | None:
+        """A paused job to resume now (promotion mode), best first, highest rung first; else None."""
+        if self.mode != "promotion":
+            return None
+        for level in reversed(self.levels):
+            for bracket in sorted(self.rungs):
+                rung = self.rungs[bracket].get(level, {})
+                for index in sorted(rung, key=lambda j: (rung[j], j)):
+                    job = self.jobs[index]
+                    if job.paused_at == level and self._promotable(bracket, level, index):
+                        self.promoted.setdefault((bracket, level), set()).add(index)
+                        job.paused_at = None
+                        job.finished = False
+                        return index
+        return None
+
+    def tell(self, trial: Trial) -> None:
+        job = self.jobs.get(trial.index)
+        if job is None:
+            return
+        if job.paused_at is None:
+            job.finished = True
+
+    def restore(self, trials: Sequence[Trial]) -> None:
+        """Replay launches, then each job's reported values in launch order (rungs rebuilt).
+
+        Decisions replayed this way may differ from the original asynchronous ones (the order of
+        arrival is lost); how each job ended is taken from the records.
+        """
+        for trial in trials:
+            self._launched(trial.hyperparameters)
+        for trial in trials:
+            for step, loss in trial.intermediate:
+                self.on_report(trial.index, step, loss)
+            job = self.jobs[trial.index]
+            levels = [level for level in job.values if level < self.max_resource]
+            job.paused_at = max(levels) if trial.paused and levels else None
+            job.finished = trial.status.is_finished() and not trial.paused
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "MinResource": self.min_resource,
+            "MaxResource": self.max_resource,
+            "ReductionFactor": self.eta,
+            "RungLevels": self.levels,
+            "Mode": self.mode,
+            "Model": self.config["model"],
+        }
