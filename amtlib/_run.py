@@ -167,17 +167,27 @@ class Run:
             self.store.delete_reports(self.name, old.index)
             self.curves[old.index] = {}
             event = {"event": "rerun", "time": now, "attempt": old.attempt + 1}
-            job = TrainingJob(old.index, old.name, old.hyperparameters, attempt=old.attempt + 1,
-                              creation_time=old.creation_time, history=(*old.history, event))  # fmt: skip
+            job = TrainingJob(
+                old.index,
+                old.name,
+                old.hyperparameters,
+                attempt=old.attempt + 1,
+                creation_time=old.creation_time,
+                history=(*old.history, event),
+            )
             return job, 0
         promoted = self.strategy.promote()
         if promoted is not None:  # a paused job resumes from its checkpoint
             old = self.jobs[promoted]
             step = max(old.steps(self.metric), default=0)
             event = {"event": "promoted", "time": now, "step": step}
-            job = old.replace(status=TrainingJobStatus.IN_PROGRESS, end_time=None,
-                              objective_status=ObjectiveStatus.PENDING, stop_reason=None,
-                              history=(*old.history, event))  # fmt: skip
+            job = old.replace(
+                status=TrainingJobStatus.IN_PROGRESS,
+                end_time=None,
+                objective_status=ObjectiveStatus.PENDING,
+                stop_reason=None,
+                history=(*old.history, event),
+            )
             return job, step
         if len(self.jobs) >= self.limits.max_jobs or self.exhausted:
             return None
@@ -207,15 +217,20 @@ class Run:
         try:
             out = future.result()
         except CancelledError:
-            return job.replace(status=TrainingJobStatus.STOPPED, end_time=now,
-                               objective_status=ObjectiveStatus.FAILED,
-                               failure_reason="Cancelled before it started")  # fmt: skip
+            return job.replace(
+                status=TrainingJobStatus.STOPPED,
+                end_time=now,
+                objective_status=ObjectiveStatus.FAILED,
+                failure_reason="Cancelled before it started",
+            )
         except Exception as exc:  # the machinery failed, not the training function
             return job.replace(
-                status=TrainingJobStatus.FAILED, objective_status=ObjectiveStatus.FAILED,
-                failure_reason=f"{type(exc).__name__}: {exc}", end_time=now,
+                status=TrainingJobStatus.FAILED,
+                objective_status=ObjectiveStatus.FAILED,
+                failure_reason=f"{type(exc).__name__}: {exc}",
+                end_time=now,
                 retryable=isinstance(exc, WorkerDiedError) or not isinstance(exc, AmtlibError),
-            )  # fmt: skip
+            )
         status, history = out.status, job.history
         decision = self.stop_decisions.pop(job.index, None)
         stop_reason = None
@@ -228,12 +243,17 @@ class Run:
             if action == Action.PAUSE.value:
                 history = (*history, {"event": "paused", "time": now, **(reason or {})})
         return job.replace(
-            status=status, objective_status=out.objective_status,
-            objective_value=out.objective_value, metrics=out.metrics,
-            failure_reason=out.failure_reason, traceback=out.traceback,
+            status=status,
+            objective_status=out.objective_status,
+            objective_value=out.objective_value,
+            metrics=out.metrics,
+            failure_reason=out.failure_reason,
+            traceback=out.traceback,
             start_time=job.start_time if job.start_time else out.start_time,
-            end_time=out.end_time, stop_reason=stop_reason, history=history,
-        )  # fmt: skip
+            end_time=out.end_time,
+            stop_reason=stop_reason,
+            history=history,
+        )
 
     def check_failures(self, job: TrainingJob) -> None:
         self.finished_here += 1
@@ -271,8 +291,12 @@ class Run:
                     others = {j: c for j, c in self.curves.items() if j != index}
                     decision = self.tuner.early_stopper.decide(step, loss, others)
             job = self.jobs[index]
-            report = Report(step, metrics, timestamp,
-                            {"action": decision.action.value, "reason": decision.reason})  # fmt: skip
+            report = Report(
+                step,
+                metrics,
+                timestamp,
+                {"action": decision.action.value, "reason": decision.reason},
+            )
             self.jobs[index] = job.replace(reports=(*job.reports, report))
             self.store.add_report(self.name, index, len(job.reports), report)
             if decision.stops():
@@ -298,10 +322,12 @@ class Run:
                     index = self.running.pop(future)
                     self.server.unregister(index)
                     job = self.jobs[index].replace(
-                        status=TrainingJobStatus.STOPPED, objective_status=ObjectiveStatus.FAILED,
-                        end_time=time.time(), stop_reason={"action": "stop", "reason": reason},
+                        status=TrainingJobStatus.STOPPED,
+                        objective_status=ObjectiveStatus.FAILED,
+                        end_time=time.time(),
+                        stop_reason={"action": "stop", "reason": reason},
                         failure_reason=f"Stopped by the tuner: {reason}",
-                    )  # fmt: skip
+                    )
                     self.store.put_training_job(self.name, job)
                     self.jobs[index] = job
                     self.strategy.tell(self.trial(job))
@@ -332,8 +358,9 @@ class Run:
                 float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
             )
             changes["completion_reason"] = self.completion_reason()
-        self.state.update(changes, last_modified_time=time.time(),
-                          strategy=self.strategy.describe())  # fmt: skip
+        self.state.update(
+            changes, last_modified_time=time.time(), strategy=self.strategy.describe()
+        )
         self.store.set_tuning_job_state(self.name, self.state)
 
     def checkpoint_dir(self, job: TrainingJob) -> str | None:

@@ -133,6 +133,7 @@ class TuningJob:
             "AmtlibDetails": {
                 "CompletionReason": self.state.get("completion_reason"),
                 "Strategy": self.state.get("strategy", {}),
+                "ConsumedSteps": self.consumed_steps(),
             },
         }
         if self.config.get("strategy_config"):
@@ -156,6 +157,11 @@ class TuningJob:
                 "ObjectiveStatus": best.objective_status.value,
             }
         return out
+
+    def consumed_steps(self) -> int:
+        """Steps (e.g. epochs) trained in all: each job's distinct reported steps, so the steps of a
+        job resumed from its checkpoint are not counted twice."""
+        return sum(len({r.step for r in job.reports}) for job in self.training_jobs)
 
     def to_records(self) -> list[dict[str, Any]]:
         """One flat dict per training job, columns as in the SDK's tuning-job analytics."""

@@ -76,8 +76,8 @@ class MedianStopper:
             return CONTINUE
         averages = []
         for curve in others.values():
-            if curve and max(curve) >= step:
-                upto = [v for s, v in curve.items() if s <= step]
+            upto = [v for s, v in curve.items() if s <= step]
+            if upto and max(curve) >= step:
                 averages.append(sum(upto) / len(upto))
         if len(averages) < self.min_references:
             return CONTINUE

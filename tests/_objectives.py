@@ -60,3 +60,56 @@ def sleepy_short(hp):
 
     time.sleep(0.01)
     return {"loss": hp["x"]}
+
+
+def curve(hp):
+    """Reports one step per epoch (loss = x + 1/epoch) and returns nothing: the objective is the
+    last reported value."""
+    import amtlib
+
+    for epoch in range(1, hp["epochs"] + 1):
+        amtlib.report(loss=hp["x"] + 1.0 / epoch, epoch_seen=float(epoch))
+
+
+def curve_catching(hp):
+    """Like `curve`, but catches TrialStopped (to "save a checkpoint") and returns its last loss."""
+    import amtlib
+
+    loss = None
+    for epoch in range(1, hp["epochs"] + 1):
+        loss = hp["x"] + 1.0 / epoch
+        try:
+            amtlib.report(loss=loss)
+        except amtlib.TrialStopped:
+            return {"loss": loss, "stopped_at": float(epoch)}
+    return {"loss": loss}
+
+
+def checkpointed(hp):
+    """Trains epoch by epoch from its checkpoint: resumes at resume_step + 1 and records, in the
+    checkpoint, every epoch it trained (so a test can see none was trained twice)."""
+    import json
+    from pathlib import Path
+
+    import amtlib
+
+    job = amtlib.current_job()
+    path = Path(job.checkpoint_dir) / "state.json"
+    state = {"trained": []}
+    if job.resume_step:
+        state = json.loads(path.read_text())
+        assert state["trained"][-1] == job.resume_step, (state, job.resume_step)
+    for epoch in range(job.resume_step + 1, hp["epochs"] + 1):
+        state["trained"].append(epoch)
+        path.write_text(json.dumps(state))
+        amtlib.report(loss=hp["x"] + 1.0 / epoch)
+
+
+def slow_curve(hp):
+    import time
+
+    import amtlib
+
+    for epoch in range(1, hp["epochs"] + 1):
+        time.sleep(0.02)
+        amtlib.report(loss=hp["x"] + 1.0 / epoch)

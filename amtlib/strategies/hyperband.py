@@ -231,8 +231,15 @@ class HyperbandStrategy(Strategy):
         job.last_step = max(job.last_step, step)
         if step >= self.max_resource:
             job.values[self.max_resource] = loss
-            return Decision(Action.STOP, {"rule": "max_resource", "step": step,
-                                          "max_resource": self.max_resource, "completed": True})  # fmt: skip
+            return Decision(
+                Action.STOP,
+                {
+                    "rule": "max_resource",
+                    "step": step,
+                    "max_resource": self.max_resource,
+                    "completed": True,
+                },
+            )
         if step < self.min_resource:
             return Decision()
         for level in self.levels[job.bracket :]:
@@ -245,8 +252,13 @@ class HyperbandStrategy(Strategy):
         rung = self.rungs.setdefault(job.bracket, {}).setdefault(level, {})
         rung[index] = loss
         values = np.array(list(rung.values()))
-        reason: dict[str, Any] = {"rule": "successive_halving", "bracket": job.bracket,
-                                  "rung": level, "value": loss, "recorded": len(values)}  # fmt: skip
+        reason: dict[str, Any] = {
+            "rule": "successive_halving",
+            "bracket": job.bracket,
+            "rung": level,
+            "value": loss,
+            "recorded": len(values),
+        }
         if self.mode == "stopping":
             cutoff = float(np.quantile(values, 1.0 / self.eta))
             reason["cutoff"] = cutoff

@@ -1,0 +1,215 @@
+"""Intermediate reports end to end: storage, early stopping Auto, Hyperband, promotion, executors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import _objectives as obj
+import pytest
+
+from amtlib import (
+    ContinuousParameter,
+    ObjectiveStatus,
+    TrainingJobStatus,
+    Tuner,
+    TuningJob,
+    ValidationError,
+)
+
+RANGES = {"x": ContinuousParameter(0.0, 1.0)}
+
+
+def make(tmp_path, train=obj.curve, **kw):
+    args = dict(
+        objective_metric_name="loss",
+        hyperparameter_ranges=RANGES,
+        objective_type="Minimize",
+        strategy="Random",
+        static_hyperparameters={"epochs": 5},
+        max_jobs=6,
+        random_seed=0,
+        job_name="m",
+        store=str(tmp_path / "s.db"),
+        executor="inline",
+    )
+    args.update(kw)
+    return Tuner(train, **args)
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_reports_are_stored_with_their_decisions_under_each_executor(tmp_path, executor):
+    job = make(tmp_path, executor=executor, max_parallel_jobs=2).fit()
+    stored = TuningJob.load("m", str(tmp_path / "s.db"))
+    for j in [*job.training_jobs, *stored.training_jobs]:
+        assert [r.step for r in j.reports] == [1, 2, 3, 4, 5]
+        assert all(r.decision == {"action": "continue", "reason": None} for r in j.reports)
+        # No return value: the objective is the last reported value (AMT's "latest").
+        assert j.objective_value == pytest.approx(j.hyperparameters["x"] + 0.2)
+        assert j.metrics == {"loss": j.objective_value, "epoch_seen": 5.0}
+        assert j.status is TrainingJobStatus.COMPLETED
+
+
+def test_early_stopping_auto_stops_jobs_worse_than_the_median(tmp_path):
+    job = make(
+        tmp_path, early_stopping_type="Auto", max_jobs=16, static_hyperparameters={"epochs": 9}
+    ).fit()
+    assert len(job.training_jobs) == 16  # stopped jobs count toward max_jobs
+    stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert stopped
+    for j in stopped:
+        reason = j.stop_reason
+        assert reason["action"] == "stop" and reason["rule"] == "median"
+        assert reason["references"] >= 3 and reason["value"] > reason["median"]
+        assert len(j.reports) == reason["step"] < 9
+        assert j.objective_status is ObjectiveStatus.SUCCEEDED
+        assert j.objective_value == j.reports[-1].metrics["loss"]  # the last reported value
+        assert j.reports[-1].decision["action"] == "stop"
+    # A stopped job was doing worse than the ones that ran to the end.
+    finished = [j for j in job.training_jobs if j.status is TrainingJobStatus.COMPLETED]
+    assert min(j.hyperparameters["x"] for j in stopped) > min(
+        j.hyperparameters["x"] for j in finished
+    )
+    assert job.describe()["TrainingJobStatusCounters"]["Stopped"] == len(stopped)
+    assert job.describe()["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Auto"
+
+
+def test_a_caught_stop_is_still_recorded_as_stopped(tmp_path):
+    job = make(
+        tmp_path,
+        train=obj.curve_catching,
+        early_stopping_type="Auto",
+        max_jobs=12,
+        static_hyperparameters={"epochs": 9},
+    ).fit()
+    stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert stopped
+    assert all(j.metrics["stopped_at"] == j.stop_reason["step"] for j in stopped)
+
+
+def test_early_stopping_with_hyperband_is_refused(tmp_path):
+    with pytest.raises(ValidationError, match=r"'early_stopping_type'.*Hyperband"):
+        make(tmp_path, strategy="Hyperband", early_stopping_type="Auto")
+    with pytest.raises(ValidationError, match=r"'early_stopping_type'.*'Sometimes'"):
+        make(tmp_path, early_stopping_type="Sometimes")
+
+
+def test_hyperband_never_runs_past_max_resource_nor_stops_before_min_resource(tmp_path):
+    job = make(
+        tmp_path,
+        strategy="Hyperband",
+        max_jobs=20,
+        max_parallel_jobs=3,
+        strategy_config={"min_resource": 2, "max_resource": 9},
+        static_hyperparameters={"epochs": 30},
+    ).fit()
+    for j in job.training_jobs:
+        steps = [r.step for r in j.reports]
+        assert steps == list(range(1, len(steps) + 1))
+        assert 2 <= len(steps) <= 9
+        if len(steps) == 9:  # ran to max_resource: a completed job, even though epochs=30
+            assert j.status is TrainingJobStatus.COMPLETED
+            assert j.stop_reason["rule"] == "max_resource"
+        else:
+            assert j.status is TrainingJobStatus.STOPPED
+            assert j.stop_reason["rule"] == "successive_halving"
+            assert j.stop_reason["rung"] in (2, 6)
+    assert any(len(j.reports) == 9 for j in job.training_jobs)
+    details = job.describe()["AmtlibDetails"]["Strategy"]
+    assert details["RungLevels"] == [2, 6] and details["MaxResource"] == 9
+
+
+def test_hyperband_max_resource_comes_from_static_epochs(tmp_path):
+    tuner = make(tmp_path, strategy="Hyperband", static_hyperparameters={"num_epochs": 27})
+    assert tuner.strategy_config["max_resource"] == 27
+    with pytest.raises(ValidationError, match="needs a max_resource"):
+        make(tmp_path, strategy="Hyperband", static_hyperparameters={"lr": 0.1})
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_promotion_resumes_from_the_checkpoint_without_recounting_epochs(tmp_path, executor):
+    job = make(
+        tmp_path,
+        train=obj.checkpointed,
+        strategy="Hyperband",
+        max_jobs=18,
+        max_parallel_jobs=2,
+        executor=executor,
+        static_hyperparameters={"epochs": 9},
+        strategy_config={"max_resource": 9, "mode": "promotion"},
+        checkpoint_root=str(tmp_path / "ckpt"),
+    ).fit()
+    promoted = [j for j in job.training_jobs if any(e["event"] == "promoted" for e in j.history)]
+    assert promoted
+    for j in job.training_jobs:
+        state = json.loads((Path(tmp_path / "ckpt") / j.name / "state.json").read_text())
+        steps = [r.step for r in j.reports]
+        # Each epoch trained once, reported once, in order, across pauses and resumptions.
+        assert state["trained"] == steps == list(range(1, len(steps) + 1))
+    for j in promoted:
+        pauses = [e for e in j.history if e["event"] == "paused"]
+        resumes = [e for e in j.history if e["event"] == "promoted"]
+        assert pauses and resumes and resumes[0]["step"] == pauses[0]["rung"]
+    total = sum(len(j.reports) for j in job.training_jobs)
+    assert job.describe()["AmtlibDetails"]["ConsumedSteps"] == total
+
+
+def test_model_based_hyperband_runs_and_proposes_valid_configurations(tmp_path):
+    job = make(
+        tmp_path,
+        strategy="Hyperband",
+        max_jobs=30,
+        static_hyperparameters={"epochs": 9},
+        strategy_config={"max_resource": 9, "model": "bayesian"},
+    ).fit()
+    assert len(job.training_jobs) == 30
+    xs = [j.hyperparameters["x"] for j in job.training_jobs]
+    assert all(0.0 <= x <= 1.0 for x in xs) and len(set(xs)) == 30
+    # The model steers later configurations toward small x (the loss is x + 1/epoch).
+    assert sum(xs[-10:]) / 10 < sum(xs[:10]) / 10
+
+
+def test_a_time_limit_stops_jobs_it_cannot_kill_at_their_next_report(tmp_path):
+    job = make(
+        tmp_path,
+        train=obj.slow_curve,
+        executor="thread",
+        max_parallel_jobs=2,
+        max_jobs=4,
+        max_runtime_in_seconds=1.0,
+        static_hyperparameters={"epochs": 1000},
+    ).fit()
+    stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert len(stopped) == 2  # the two that were running
+    for j in stopped:
+        assert j.stop_reason["rule"] == "tuner"
+        assert j.stop_reason["why"] == "MaxRuntimeInSeconds reached"
+        assert len(j.reports) < 1000
+
+
+def test_reports_and_stops_on_a_dask_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+
+        def train(hp):
+            import amtlib
+
+            for epoch in range(1, 10):
+                amtlib.report(loss=hp["x"] + 1.0 / epoch)
+
+        job = make(
+            tmp_path,
+            train=train,
+            executor=client.get_executor(),
+            max_parallel_jobs=2,
+            max_jobs=12,
+            early_stopping_type="Auto",
+        ).fit()
+    assert all(len(j.reports) >= 1 for j in job.training_jobs)
+    assert any(j.status is TrainingJobStatus.STOPPED for j in job.training_jobs)
+    assert any(j.status is TrainingJobStatus.COMPLETED for j in job.training_jobs)
