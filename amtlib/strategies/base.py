@@ -65,9 +65,23 @@ class Strategy(abc.ABC):
         self.config = dict(config or {})
         self.n_asked = 0
 
-    @abc.abstractmethod
     def ask(self, n: int) -> list[dict[str, Any]]:
-        """Up to ``n`` new configurations."""
+        """Up to ``n`` new configurations: ``propose`` for each next index until it gives None."""
+        out = []
+        for _ in range(n):
+            params = self.propose(self.n_asked)
+            if params is None:
+                break
+            self._launched(params)
+            out.append(params)
+        return out
+
+    @abc.abstractmethod
+    def propose(self, index: int) -> dict[str, Any] | None:
+        """The configuration of the job with this index, or ``None`` when there is none to give.
+
+        Called by ``ask`` with ``index == n_asked``; ``ask`` then records it as launched.
+        """
 
     def tell(self, trial: Trial) -> None:  # noqa: B027 - a no-op is the right default
         """Learn from a finished trial."""

@@ -120,16 +120,6 @@ class BayesianStrategy(Strategy):
 
     # -- the seam ---------------------------------------------------------------------------------
 
-    def ask(self, n: int) -> list[dict[str, Any]]:
-        out = []
-        for _ in range(n):
-            params = self._suggest(self.n_asked)
-            if params is None:
-                break
-            self._launched(params)
-            out.append(params)
-        return out
-
     def _launched(self, hyperparameters: Mapping[str, Any]) -> None:
         self._pending[self.n_asked] = dict(hyperparameters)
         self._seen.add(self.space.key(hyperparameters))
@@ -167,7 +157,7 @@ class BayesianStrategy(Strategy):
             self._spaces[key] = self.space.with_scaling(scaling)
         return self._spaces[key]
 
-    def _suggest(self, index: int) -> dict[str, Any] | None:
+    def propose(self, index: int) -> dict[str, Any] | None:
         size = self.space.size()
         if size is not None and len(self._seen) >= size:
             return None

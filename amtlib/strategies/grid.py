@@ -47,10 +47,5 @@ class GridStrategy(Strategy):
             out[name] = values[digit]
         return {name: out[name] for name in self.space.names}
 
-    def ask(self, n: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while len(out) < n and self.n_asked < self.size:
-            params = self.configuration(self.n_asked)
-            self._launched(params)
-            out.append(params)
-        return out
+    def propose(self, index: int) -> dict[str, Any] | None:
+        return self.configuration(index) if index < self.size else None

@@ -174,17 +174,7 @@ class HyperbandStrategy(Strategy):
         rng.random()  # the configuration's draws come after this one
         return int(rng.choice(len(self.weights), p=self.weights))
 
-    def ask(self, n: int) -> list[dict[str, Any]]:
-        out = []
-        for _ in range(n):
-            params = self._new_configuration(self.n_asked)
-            if params is None:
-                break
-            self._launched(params)
-            out.append(params)
-        return out
-
-    def _new_configuration(self, index: int) -> dict[str, Any] | None:
+    def propose(self, index: int) -> dict[str, Any] | None:
         if self._model is not None:
             data = self._model_data()
             if data is not None:

@@ -37,15 +37,10 @@ class RandomStrategy(Strategy):
         self._size = space.size()
         self._seen: set[tuple[tuple[str, object], ...]] = set()
 
-    def ask(self, n: int) -> list[dict[str, Any]]:
-        out = []
-        for _ in range(n):
-            if self._size is not None and len(self._seen) >= self._size:
-                break
-            params = self._draw(trial_rng(self.seed, self.n_asked))
-            self._launched(params)
-            out.append(params)
-        return out
+    def propose(self, index: int) -> dict[str, Any] | None:
+        if self._size is not None and len(self._seen) >= self._size:
+            return None
+        return self._draw(trial_rng(self.seed, index))
 
     def _launched(self, hyperparameters: Mapping[str, Any]) -> None:
         super()._launched(hyperparameters)
