@@ -30,7 +30,7 @@ from amtlib.results import TuningJob
 from amtlib.space import Parameter, SearchSpace
 from amtlib.stopping import MedianStopper, parse_early_stopping
 from amtlib.store import SQLiteStore, open_store
-from amtlib.strategies import parse_strategy
+from amtlib.strategies import make_strategy, parse_strategy
 from amtlib.strategies.grid import check_grid_space
 from amtlib.strategies.hyperband import hyperband_config
 
@@ -308,6 +308,8 @@ class Tuner:
             self.strategy_config = hyperband_config(
                 self.strategy_config, self.static_hyperparameters
             )
+        # Strategies validate their settings when built: build one now so a mistake surfaces here.
+        make_strategy(self.strategy, self.space, seed=0, config=self.strategy_config)
         if not isinstance(report_host, str) or not report_host:
             raise ValidationError(
                 "The 'report_host' parameter of Tuner must be a host name or address to listen on "

@@ -141,7 +141,7 @@ def test_bad_strategy_config_is_refused():
     space = SearchSpace({"x": ContinuousParameter(0, 1)})
     with pytest.raises(ValidationError, match=r"'initial_design_size'.*>= 1.*0"):
         BayesianStrategy(space, seed=0, config={"initial_design_size": 0})
-    with pytest.raises(ValidationError, match=r"\['foo'\] is not a setting"):
+    with pytest.raises(ValidationError, match=r"\['foo'\] that the Bayesian strategy does not use"):
         BayesianStrategy(space, seed=0, config={"foo": 1})
 
 

@@ -256,7 +256,8 @@ def test_max_runtime_stops_launching_and_kills_running_jobs(tmp_path):
     assert all(j.is_finished() for j in job.training_jobs)
     stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
     assert stopped and all(
-        j.stop_reason == {"action": "stop", "reason": "MaxRuntimeInSeconds reached"} for j in stopped
+        j.stop_reason == {"action": "stop", "reason": "MaxRuntimeInSeconds reached"}
+        for j in stopped
     )
 
 
@@ -321,6 +322,11 @@ BAD = [
     ),
     (dict(hyperparameter_ranges={"x": [0, 1]}), ["'x'", "ContinuousParameter"]),
     (dict(hyperparameter_ranges=None), ["'hyperparameter_ranges'", "required"]),
+    (dict(report_host=""), ["'report_host'", "0.0.0.0"]),
+    (dict(checkpoint_root=5), ["'checkpoint_root'", "5 (int)"]),
+    (dict(strategy_config=[1]), ["'strategy_config'", "dict"]),
+    (dict(strategy="Bayesian", strategy_config={"n_candidates": 0}), ["'n_candidates'", ">= 1"]),
+    (dict(strategy_config={"max_resource": 9}), ["['max_resource']", "Random", "remove"]),
 ]
 
 

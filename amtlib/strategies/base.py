@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from amtlib.errors import ValidationError
 from amtlib.records import Trial
 from amtlib.reporting import Decision
 from amtlib.space import SearchSpace
@@ -53,6 +54,8 @@ class Strategy(abc.ABC):
     name: ClassVar[str]
     #: True when the strategy stops trials itself (Hyperband): the tuner then refuses early stopping.
     stops_trials: ClassVar[bool] = False
+    #: The ``strategy_config`` keys this strategy understands.
+    config_keys: ClassVar[frozenset[str]] = frozenset()
     #: True when ``restore`` reproduces the asking state exactly. A model that warm-starts its fits
     #: from the previous one (Bayesian) reaches the same data but may differ in numerical detail.
     exact_replay: ClassVar[bool] = True
@@ -63,6 +66,13 @@ class Strategy(abc.ABC):
         self.space = space
         self.seed = seed
         self.config = dict(config or {})
+        unknown = sorted(set(self.config) - set(self.config_keys))
+        if unknown:
+            known = sorted(self.config_keys) or "none"
+            raise ValidationError(
+                f"strategy_config has keys {unknown} that the {self.name} strategy does not use "
+                f"(its settings: {known}). Got {self.config!r}. Fix: remove them."
+            )
         self.n_asked = 0
 
     def ask(self, n: int) -> list[dict[str, Any]]:

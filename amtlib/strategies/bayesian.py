@@ -77,17 +77,13 @@ class BayesianStrategy(Strategy):
 
     name = "Bayesian"
     exact_replay = False
+    config_keys = frozenset(_CONFIG_KEYS)
 
     def __init__(
         self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None
     ) -> None:
         super().__init__(space, seed=seed, config=config)
         for key, value in self.config.items():
-            if key not in _CONFIG_KEYS:
-                raise ValidationError(
-                    f"strategy_config[{key!r}] is not a setting of the Bayesian strategy. Known: "
-                    f"{sorted(_CONFIG_KEYS)}. Fix: remove it."
-                )
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(
                     f"strategy_config[{key!r}] ({_CONFIG_KEYS[key]}) must be an int >= 1. Got "

@@ -149,6 +149,7 @@ class HyperbandStrategy(Strategy):
 
     name = "Hyperband"
     stops_trials = True
+    config_keys = frozenset({"min_resource", "max_resource", "reduction_factor", "mode", "model"})
 
     def __init__(
         self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None
