@@ -13,8 +13,9 @@ One suggestion, for training job ``i``:
    The strategy keeps the encoding whose fitted GP has the highest marginal likelihood (plus prior),
    changing one range at a time (a greedy pass, repeated as data arrives). ``describe()`` reports the
    scale chosen for each ``Auto`` range.
-4. **Running jobs** are fantasised: the GP is conditioned on them at its posterior mean (kriging
-   believer), which shrinks the variance around them so parallel suggestions spread out.
+4. **Running jobs** are integrated over: expected improvement is averaged over two fantasies of
+   their outcomes (posterior mean minus or plus one standard deviation), so parallel suggestions
+   spread out without giving up exploitation (see ``_pending_aware``).
 5. **Acquisition**: log expected improvement below the incumbent, maximised over a random candidate
    set plus perturbations of the best observed points, refined with L-BFGS-B (integer and
    continuous dimensions; one-hot dimensions held), then snapped to a valid configuration.
@@ -54,6 +55,45 @@ _CONFIG_KEYS = {
 }
 # Finite spaces up to this size are enumerated when random candidates find nothing new.
 _MAX_ENUMERATION = 100_000
+
+
+def _pending_aware(model: GaussianProcess, best: float, X_pending: np.ndarray) -> Any:
+    """Log expected improvement averaged over what the running jobs may return.
+
+    The proper acquisition with jobs still running is the expected improvement integrated over
+    their outcomes (Snoek et al., 2012). A two-point quadrature makes it cheap: every running job
+    returns its posterior mean minus, or plus, one standard deviation (weight 1/2 each); the model
+    is conditioned on those values, and the incumbent includes them. The optimistic half makes the
+    model expect little more from the neighbourhood of a running job (so parallel suggestions spread
+    out); the pessimistic half keeps it exploiting. Against a kriging believer (the mean alone, with
+    or without it in the incumbent), sampled fantasies, constant liars and 8-sample Monte Carlo, it
+    gave the lowest regret with 4 asynchronous jobs over five problems of benchmarks/quality.py
+    (geometric mean), with diverse suggestions, at twice the cost of scoring one model.
+    """
+    mean, var = model.predict(X_pending)
+    sd = np.sqrt(var)
+    halves = []
+    for z in (-1.0, 1.0):
+        believed = mean + z * sd
+        fantasy = model.condition_on(X_pending, believed)
+        halves.append(log_ei_acquisition(fantasy, min(best, float(np.min(believed)))))
+
+    def acquisition(
+        X: np.ndarray, return_grad: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        (v1, g1), (v2, g2) = (half(X, return_grad) for half in halves)
+        top = np.maximum(v1, v2)
+        finite = np.isfinite(top)
+        top = np.where(finite, top, 0.0)
+        w1, w2 = np.exp(v1 - top), np.exp(v2 - top)  # log(mean(exp)) without overflow
+        value = np.where(finite, top + np.log(0.5 * (w1 + w2)), -np.inf)
+        if not return_grad:
+            return value, None
+        assert g1 is not None and g2 is not None
+        total = np.where(w1 + w2 > 0, w1 + w2, 1.0)
+        return value, (w1 / total)[:, None] * g1 + (w2 / total)[:, None] * g2
+
+    return acquisition
 
 
 def _scaling_options(param: _NumericParameter) -> list[ScalingType]:
@@ -229,16 +269,11 @@ class BayesianStrategy(Strategy):
         rng = model_rng(self.seed, index + 1)
         losses = np.array([loss for _, loss in observed])
         space, fitted, X = self._fit(rng, [p for p, _ in observed], losses)
-        model, best = fitted, fitted.incumbent
+        best = fitted.incumbent
         if pending:
-            # Kriging believer: the running jobs are believed to return the posterior mean. The
-            # incumbent must include those beliefs, or a running job predicted to beat it would
-            # leave positive improvement right next to it and the next suggestion would copy it.
-            X_pending = self._encode(space, pending)
-            believed = fitted.predict(X_pending)[0]
-            model = model.condition_on(X_pending, believed)
-            best = min(best, float(np.min(believed)))
-        acquisition = log_ei_acquisition(model, best)
+            acquisition = _pending_aware(fitted, best, self._encode(space, pending))
+        else:
+            acquisition = log_ei_acquisition(fitted, best)
         others = [self._encode(space, rows) for rows in (excluded, pending) if rows]
         exclude = np.vstack([X, *others])
         anchors = X[np.argsort(losses, kind="stable")[:3]]
