@@ -19,34 +19,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import problems
 
 from amtlib import ContinuousParameter, SearchSpace
 from amtlib.records import TrainingJobStatus, Trial
 from amtlib.strategies import BayesianStrategy
 
 RESULTS = Path(__file__).parent / "results"
-NAMES = [f"x{i}" for i in range(6)]
-_A = np.array(
-    [
-        [10, 3, 17, 3.5, 1.7, 8],
-        [0.05, 10, 17, 0.1, 8, 14],
-        [3, 3.5, 1.7, 10, 17, 8],
-        [17, 8, 0.05, 10, 0.1, 14],
-    ]
-)
-_P = 1e-4 * np.array(
-    [
-        [1312, 1696, 5569, 124, 8283, 5886],
-        [2329, 4135, 8307, 3736, 1004, 9991],
-        [2348, 1451, 3522, 2883, 3047, 6650],
-        [4047, 8828, 8732, 5743, 1091, 381],
-    ]
-)
-_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+NAMES = [f"x{i}" for i in range(1, 7)]
 
 
 def hartmann6(x: np.ndarray) -> float:
-    return float(-np.sum(_ALPHA * np.exp(-np.sum(_A * (x - _P) ** 2, axis=1))))
+    return problems.hartmann6(dict(zip(NAMES, map(float, x), strict=True)))
 
 
 def amtlib_times(n: int, repeats: int, scaling: str) -> list[float]:

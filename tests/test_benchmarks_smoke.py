@@ -1,0 +1,135 @@
+"""Smoke tests of the sample-efficiency harness in ``benchmarks/``: problems, runners, simulated executor.
+
+Fast by design (a few evaluations each); the quality comparison itself is ``benchmarks/quality.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from concurrent.futures import FIRST_COMPLETED, wait
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` under plain pytest
+
+from amtlib import ContinuousParameter, SearchSpace, Tuner
+from benchmarks.problems import PROBLEMS, get_problem
+from benchmarks.runners import run, run_detailed, unavailable_reason
+from benchmarks.simulated_executor import (
+    SimulatedParallelExecutor,
+    random_durations,
+)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("scaling", ["as-given", "auto", "linear"])
+def test_every_problem_gives_a_finite_loss_at_a_valid_point(name, scaling):
+    problem = get_problem(name, scaling)
+    point = problem.valid_point()
+    SearchSpace(problem.hyperparameter_ranges).validate(point)  # or ValidationError
+    assert math.isfinite(problem(point))
+
+
+@pytest.mark.parametrize("name", ["branin", "hartmann6", "ackley5", "lr_toy", "mixed"])
+def test_synthetic_minima_are_right_at_their_optimisers(name):
+    problem = PROBLEMS[name]
+    assert problem(problem.optimum) == pytest.approx(problem.f_min, abs=1e-9)
+
+
+def test_branin_has_its_three_minima():
+    branin = PROBLEMS["branin"]
+    for x1, x2 in [(-math.pi, 12.275), (math.pi, 2.275), (3 * math.pi, 2.475)]:
+        assert branin({"x1": x1, "x2": x2}) == pytest.approx(0.397887357729738, abs=1e-9)
+
+
+def test_with_scaling_forces_every_numeric_range():
+    problem = PROBLEMS["lr_toy"]
+    assert problem.has_nonlinear_scaling
+    for kind, expected in [("auto", "Auto"), ("linear", "Linear")]:
+        forced = problem.with_scaling(kind)
+        assert forced.scaling == kind
+        numeric = [p for p in forced.hyperparameter_ranges.values() if hasattr(p, "scaling_type")]
+        assert numeric and all(p.scaling_type.value == expected for p in numeric)
+    assert problem.with_scaling("as-given") is problem
+
+
+@pytest.mark.parametrize("method", ["amtlib-random", "optuna-tpe"])
+def test_runner_gives_five_losses(method):
+    if method == "optuna-tpe" and unavailable_reason(method):
+        pytest.skip(unavailable_reason(method))
+    problem = PROBLEMS["lr_toy"]
+    losses = run(method, problem, seed=0, n_evals=5)
+    assert len(losses) == 5 and all(math.isfinite(v) and v >= problem.f_min for v in losses)
+    assert run(method, problem, seed=0, n_evals=5) == losses
+
+
+def test_runner_in_parallel_matches_the_random_sequence():
+    # Random proposes the same configurations whatever the parallelism (DESIGN.md, seed row);
+    # only the completion order differs.
+    problem = PROBLEMS["branin"]
+    sequential = run_detailed("amtlib-random", problem, seed=3, n_evals=12)
+    parallel = run_detailed("amtlib-random", problem, seed=3, n_evals=12, parallel=4)
+    assert sorted(parallel.losses) == sorted(sequential.losses)
+    assert parallel.losses != sequential.losses
+    assert parallel.info["idle_completions"] == 0
+
+
+def test_simulated_executor_releases_in_finishing_order():
+    durations = [5.0, 1.0, 2.0, 1.0, 0.5]
+    executor = SimulatedParallelExecutor(2, lambda task: durations[task.seq], total_tasks=5)
+    futures = [executor.submit(lambda k=k: k * 10) for k in range(2)]
+    assert [f.done() for f in futures] == [False, True]  # both slots full: task 1 ends first
+    futures.append(executor.submit(lambda: 20))  # starts at t=1, ends at 3
+    assert [f.done() for f in futures] == [False, True, True]
+    futures.append(executor.submit(lambda: 30))  # starts at 3, ends at 4
+    assert not futures[0].done() and futures[3].done()
+    futures.append(executor.submit(lambda: 40))  # the last: everything is released
+    assert executor.completion_order == [1, 2, 3, 4, 0]
+    assert executor.start_times == {0: 0.0, 1: 0.0, 2: 1.0, 3: 3.0, 4: 4.0}
+    assert executor.finish_times[0] == 5.0 and executor.now == 5.0
+    assert [f.result() for f in futures] == [0, 10, 20, 30, 40]
+
+
+def test_simulated_executor_idle_fallback_releases_without_total():
+    executor = SimulatedParallelExecutor(3, lambda task: 1.0 + task.seq, idle_timeout=0.01)
+    with executor:
+        futures = [executor.submit(abs, -k) for k in range(2)]
+        done, _ = wait(futures, timeout=10, return_when=FIRST_COMPLETED)
+        assert [f.result() for f in done] == [0]
+        assert executor.idle_completions == 1
+    assert all(f.done() for f in futures) and executor.completion_order == [0, 1]
+
+
+def _tuned(seed, idle_timeout, total_tasks):
+    executor = SimulatedParallelExecutor(
+        4, random_durations(seed), total_tasks=total_tasks, idle_timeout=idle_timeout
+    )
+    tuner = Tuner(
+        lambda hp: (hp["x"] - 0.3) ** 2,
+        objective_metric_name="loss",
+        hyperparameter_ranges={"x": ContinuousParameter(0.0, 1.0)},
+        objective_type="Minimize",
+        strategy="Random",
+        max_jobs=10,
+        max_parallel_jobs=4,
+        random_seed=seed,
+        store=":memory:",
+        executor=executor,
+        job_name="sim",
+    )
+    with executor:
+        job = tuner.fit(progress=False)
+    values = [j.objective_value for j in job.training_jobs]
+    return executor.completion_order, executor.finish_times, values, executor.idle_completions
+
+
+def test_simulated_executor_is_deterministic_with_the_tuner():
+    first = _tuned(seed=1, idle_timeout=None, total_tasks=10)
+    assert first == _tuned(seed=1, idle_timeout=None, total_tasks=10)
+    assert first[0] != sorted(first[0])  # completions really came out of order
+    assert first[3] == 0
+    # Without the total, the idle fallback releases the last three: same order, same times.
+    fallback = _tuned(seed=1, idle_timeout=0.02, total_tasks=None)
+    assert fallback[:3] == first[:3] and fallback[3] == 3
