@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -82,7 +83,7 @@ class Run:
         self.ever_succeeded = any(
             j.objective_status is ObjectiveStatus.SUCCEEDED for j in self.jobs
         )
-        self.checkpoints = _checkpoint_root(tuner, store)
+        self.checkpoints, self.temporary_checkpoints = _checkpoint_root(tuner, store)
         self.progress = ProgressBar(self.limits.max_jobs, tuner.objective_type, enabled=progress)
         self.progress.add(self.jobs)
 
@@ -134,6 +135,8 @@ class Run:
             if owned:
                 self.executor.shutdown(wait=True, cancel_futures=True)
             self.server.close()
+            if self.temporary_checkpoints and self.checkpoints is not None:
+                shutil.rmtree(self.checkpoints, ignore_errors=True)  # nothing kept the store either
             self.progress.close()
             self.save_state(status=status, end_time=time.time())
 
@@ -371,15 +374,16 @@ class Run:
         return str(folder)
 
 
-def _checkpoint_root(tuner: Tuner, store: SQLiteStore) -> Path | None:
-    """Where jobs keep checkpoints: given, or next to the store when the strategy resumes jobs."""
+def _checkpoint_root(tuner: Tuner, store: SQLiteStore) -> tuple[Path | None, bool]:
+    """Where jobs keep checkpoints (given, or next to the store when the strategy resumes jobs),
+    and whether it is a temporary folder to delete at the end (an in-memory store keeps nothing)."""
     if tuner.checkpoint_root is not None:
-        return Path(tuner.checkpoint_root)
+        return Path(tuner.checkpoint_root), False
     if tuner.strategy_config.get("mode") != "promotion":
-        return None
+        return None, False
     if store.path == ":memory:":
-        return Path(tempfile.mkdtemp(prefix=f"amtlib-{tuner.job_name}-"))
-    return Path(f"{store.path}.checkpoints") / tuner.job_name
+        return Path(tempfile.mkdtemp(prefix=f"amtlib-{tuner.job_name}-")), True
+    return Path(f"{store.path}.checkpoints") / tuner.job_name, False
 
 
 def _advertised_host(host: str) -> str | None:

@@ -230,6 +230,10 @@ class _NumericParameter(Parameter):
     def _identity(self) -> tuple[Any, ...]:
         return (self.min_value, self.max_value, self.scaling_type)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Slots and a refusing __setattr__ defeat pickle's default; rebuild through __init__.
+        return (type(self), (self.min_value, self.max_value, self.scaling_type.value))
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.min_value!r}, {self.max_value!r}, "
@@ -383,6 +387,9 @@ class CategoricalParameter(Parameter):
 
     def _identity(self) -> tuple[Any, ...]:
         return tuple(_value_key(v) for v in self._values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CategoricalParameter, (list(self._values),))
 
     @property
     def n_dims(self) -> int:

@@ -106,17 +106,33 @@ def test_hyperband_never_runs_past_max_resource_nor_stops_before_min_resource(tm
     for j in job.training_jobs:
         steps = [r.step for r in j.reports]
         assert steps == list(range(1, len(steps) + 1))
-        assert 2 <= len(steps) <= 9
-        if len(steps) == 9:  # ran to max_resource: a completed job, even though epochs=30
+        assert 2 <= len(steps) <= 10
+        if len(steps) > 9:  # had its budget: stopped at its first report past max_resource
             assert j.status is TrainingJobStatus.COMPLETED
             assert j.stop_reason["rule"] == "max_resource"
+            assert j.reports[8].decision["action"] == "continue"
         else:
             assert j.status is TrainingJobStatus.STOPPED
             assert j.stop_reason["rule"] == "successive_halving"
             assert j.stop_reason["rung"] in (2, 6)
-    assert any(len(j.reports) == 9 for j in job.training_jobs)
+    assert any(len(j.reports) == 10 for j in job.training_jobs)
     details = job.describe()["AmtlibDetails"]["Strategy"]
     assert details["RungLevels"] == [2, 6] and details["MaxResource"] == 9
+
+
+def test_a_job_ending_at_max_resource_returns_normally(tmp_path):
+    job = make(
+        tmp_path,
+        train=obj.curve_catching,
+        strategy="Hyperband",
+        max_jobs=10,
+        strategy_config={"max_resource": 5},
+    ).fit()
+    finished = [j for j in job.training_jobs if len(j.reports) == 5]
+    assert finished
+    for j in finished:  # the loop ended at epoch 5 = max_resource; nothing was raised
+        assert j.status is TrainingJobStatus.COMPLETED
+        assert "stopped_at" not in j.metrics and j.stop_reason is None
 
 
 def test_hyperband_max_resource_comes_from_static_epochs(tmp_path):
@@ -213,3 +229,22 @@ def test_reports_and_stops_on_a_dask_cluster(tmp_path):
     assert all(len(j.reports) >= 1 for j in job.training_jobs)
     assert any(j.status is TrainingJobStatus.STOPPED for j in job.training_jobs)
     assert any(j.status is TrainingJobStatus.COMPLETED for j in job.training_jobs)
+
+
+def test_promotion_with_an_in_memory_store_leaves_no_checkpoint_folder(tmp_path):
+    import glob
+    import tempfile
+
+    pattern = f"{tempfile.gettempdir()}/amtlib-mem-promo-*"
+    before = set(glob.glob(pattern))
+    make(
+        tmp_path,
+        train=obj.checkpointed,
+        strategy="Hyperband",
+        store=":memory:",
+        job_name="mem-promo",
+        max_jobs=6,
+        strategy_config={"max_resource": 3, "mode": "promotion"},
+        static_hyperparameters={"epochs": 3},
+    ).fit()
+    assert set(glob.glob(pattern)) == before

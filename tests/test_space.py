@@ -314,3 +314,22 @@ def test_auto_ranges_spanning_three_decades_are_found():
         }
     )
     assert space.auto_ranges_spanning_decades() == ["lr", "m"]
+
+
+def test_ranges_and_spaces_survive_pickling():
+    # Process and Dask executors ship training functions that may capture ranges.
+    import pickle
+
+    import cloudpickle
+
+    space = SearchSpace(
+        {
+            "lr": ContinuousParameter(1e-4, 1.0, "Logarithmic"),
+            "k": IntegerParameter(1, 8),
+            "c": CategoricalParameter(["a", 1, True]),
+        }
+    )
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        again = pickle.loads(dumps(space))
+        assert again == space and again.ranges["k"] == IntegerParameter(1, 8)
+        assert pickle.loads(dumps(space.ranges["c"])).values() == ["a", 1, True]

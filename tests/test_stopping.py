@@ -88,8 +88,10 @@ def test_rung_levels_and_bracket_weights():
     assert rung_levels(2, 50, 3) == [2, 6, 18]
     assert rung_levels(1, 10, 4) == [1, 4]
     w = bracket_weights(4, 3)
-    # Synchronous Hyperband with s_max = 4 starts 81, 54 (=2*27), 18 (=2*9), 9 (=3*3), 5 configs.
-    assert w == pytest.approx(np.array([81, 54, 18, 9, 5]) / 167)
+    # Synchronous Hyperband with s_max = 4 starts ceil(5 * 3**s / (s + 1)) configurations in the
+    # bracket with s halvings: 81, 34 (ceil 33.75), 15, 8 (ceil 7.5), 5 (Li et al., 2018).
+    assert w == pytest.approx(np.array([81, 34, 15, 8, 5]) / 143)
+    assert bracket_weights(3, 3) == pytest.approx(np.array([27, 12, 6, 4]) / 49)
 
 
 def test_max_resource_is_inferred_from_a_static_epochs_hyperparameter():
@@ -151,17 +153,15 @@ def test_stopping_mode_keeps_the_best_third_at_each_rung():
     jobs = in_bracket(strategy, 0, 6)
     values = [0.5, 0.9, 0.1, 0.7, 0.3, 0.8]
     actions = [strategy.on_report(j, 1, v).action for j, v in zip(jobs, values, strict=True)]
-    # Decisions are asynchronous: each job is compared with the values recorded so far.
-    # 0.5 alone: continue; 0.9 vs [0.5]: stop; 0.1: continue; 0.7 vs [.5,.9,.1,.7]: stop;
-    # 0.3: cutoff = 1/3-quantile of [.5,.9,.1,.7,.3] = 0.3667 -> continue; 0.8: stop.
-    assert [a.value for a in actions] == [
-        "continue",
-        "stop",
-        "continue",
-        "stop",
-        "continue",
-        "stop",
-    ]
+    # Decisions are asynchronous: each job is compared with the values recorded so far, and the
+    # best max(1, floor(k / 3)) of them go on. 0.5 alone: continue; 0.9 (k=2, best 1 = 0.5): stop;
+    # 0.1: continue; 0.7 (k=4, best 1 = 0.1): stop; 0.3 (k=5, best 1 = 0.1): stop;
+    # 0.8 (k=6, best 2 = 0.1, 0.3): stop. A 7th value of 0.2 (k=7, best 2 = 0.1, 0.2) goes on.
+    assert [a.value for a in actions] == ["continue", "stop", "continue", "stop", "stop", "stop"]
+    (seventh,) = in_bracket(strategy, 0, 1)
+    decision = strategy.on_report(seventh, 1, 0.2)
+    assert decision.action is Action.CONTINUE
+    assert decision.reason["kept"] == 2 and decision.reason["cutoff"] == 0.2
     # Between rungs nothing is decided.
     assert strategy.on_report(jobs[0], 2, 5.0).action is Action.CONTINUE
 
@@ -171,9 +171,12 @@ def test_never_stopped_before_min_resource_and_always_at_max_resource():
     strategy.ask(1)
     assert strategy.on_report(0, 1, 100.0).action is Action.CONTINUE
     assert strategy.on_report(0, 2, 100.0).action is Action.CONTINUE
+    # At max_resource the job has had its budget: it goes on so its loop can end normally...
     final = strategy.on_report(0, 9, 1.0)
-    assert final.action is Action.STOP and final.reason["rule"] == "max_resource"
-    assert final.reason["completed"] is True
+    assert final.action is Action.CONTINUE and final.reason["rule"] == "max_resource"
+    # ...and any report beyond it stops the job, recorded as completed.
+    beyond = strategy.on_report(0, 10, 1.0)
+    assert beyond.action is Action.STOP and beyond.reason["completed"] is True
 
 
 def test_the_last_bracket_runs_every_job_to_max_resource():

@@ -9,8 +9,9 @@ in it), from the job's own seeded stream.
 
 When a job reports a step that reaches a rung of its bracket, its value is recorded there and:
 
-- ``mode="stopping"`` (AMT's behaviour): it continues when its value is within the best ``1/eta`` of
-  the values recorded at that rung so far (the ``1/eta`` quantile, ties continuing), else it stops;
+- ``mode="stopping"`` (AMT's behaviour): it continues when its value is among the best
+  ``max(1, floor(k / eta))`` of the ``k`` values recorded at that rung so far (ties continuing),
+  else it stops;
 - ``mode="promotion"``: it continues when it is among the best ``floor(k / eta)`` of the ``k`` values
   at the rung and that many have not been promoted yet; else it *pauses* (it ends now, keeping its
   checkpoint). When a slot frees, a paused job that has since earned promotion (more jobs reached its
@@ -119,11 +120,11 @@ def rung_levels(min_resource: int, max_resource: int, eta: int) -> list[int]:
 def bracket_weights(n_levels: int, eta: int) -> np.ndarray:
     """Probability of each bracket: synchronous Hyperband's count of configurations in it.
 
-    Bracket ``b`` (0 = most aggressive) makes ``s = n_levels - b`` halvings; Hyperband starts
-    ``ceil((s_max + 1) / (s + 1)) * eta**s`` configurations in it.
+    Bracket ``b`` (0 = most aggressive) makes ``s = n_levels - b`` halvings; Hyperband (Li et al.,
+    2018) starts ``ceil((s_max + 1) * eta**s / (s + 1))`` configurations in it.
     """
     s_max = n_levels
-    counts = [math.ceil((s_max + 1) / (s + 1)) * eta**s for s in range(s_max, -1, -1)]
+    counts = [math.ceil((s_max + 1) * eta**s / (s + 1)) for s in range(s_max, -1, -1)]
     w = np.asarray(counts, dtype=float)
     return w / w.sum()
 
@@ -194,7 +195,7 @@ class HyperbandStrategy(Strategy):
     ) -> tuple[list[tuple[dict[str, Any], float]], list[dict[str, Any]]] | None:
         """Values at the highest rung level with enough of them, and the configurations running."""
         enough = max(4, len(self.space) + 2)
-        for level in [*reversed(self.levels), self.max_resource]:
+        for level in [self.max_resource, *reversed(self.levels)]:
             values = [
                 (job.hyperparameters, job.values[level])
                 for job in self.jobs.values()
@@ -221,9 +222,12 @@ class HyperbandStrategy(Strategy):
         job = self.jobs[index]
         job.last_step = max(job.last_step, step)
         if step >= self.max_resource:
-            job.values[self.max_resource] = loss
+            # The job has had its full budget. At exactly max_resource it continues, so a training
+            # loop that ends there returns normally (code after the loop runs, extra metrics are
+            # kept); a job that reports beyond it is stopped at that report.
+            job.values.setdefault(self.max_resource, loss)
             return Decision(
-                Action.STOP,
+                Action.CONTINUE if step == self.max_resource else Action.STOP,
                 {
                     "rule": "max_resource",
                     "step": step,
@@ -251,8 +255,10 @@ class HyperbandStrategy(Strategy):
             "recorded": len(values),
         }
         if self.mode == "stopping":
-            cutoff = float(np.quantile(values, 1.0 / self.eta))
-            reason["cutoff"] = cutoff
+            # The best max(1, floor(k / eta)) of the k values recorded so far go on (ties too).
+            keep = max(1, len(values) // self.eta)
+            cutoff = float(np.sort(values)[keep - 1])
+            reason.update(cutoff=cutoff, kept=keep)
             return Decision(Action.CONTINUE if loss <= cutoff else Action.STOP, reason)
         if self._promotable(job.bracket, level, index):
             self.promoted.setdefault((job.bracket, level), set()).add(index)
