@@ -139,6 +139,15 @@ METHODS: dict[str, Method] = {
         Method(
             "hyperband-bayesian", "Hyperband (model-based)", "amtlib", _hyperband(model="bayesian")
         ),
+        Method(
+            "hyperband-asha", "Hyperband (stopping, 1 bracket)", "amtlib", _hyperband(brackets=1)
+        ),
+        Method(
+            "hyperband-bayesian-asha",
+            "Hyperband (model-based, 1 bracket)",
+            "amtlib",
+            _hyperband(model="bayesian", brackets=1),
+        ),
         Method("optuna-hyperband", "Optuna TPE + HyperbandPruner", "optuna", pruner="hyperband"),
         Method("optuna-median", "Optuna TPE + MedianPruner", "optuna", pruner="median"),
         Method(
@@ -152,7 +161,11 @@ METHODS: dict[str, Method] = {
 }
 #: The comparison; ``optuna-random-hyperband`` (random configurations, Optuna's Hyperband pruning:
 #: a control for amtlib's Hyperband, which also samples at random) only when asked for.
-DEFAULT_METHODS = [m for m in METHODS if m != "optuna-random-hyperband"]
+DEFAULT_METHODS = [
+    m
+    for m in METHODS
+    if m not in ("optuna-random-hyperband", "hyperband-asha", "hyperband-bayesian-asha")
+]
 
 
 # ---- one run --------------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ def test_max_resource_is_inferred_from_a_static_epochs_hyperparameter():
         ({"max_resource": 9, "eta": 3}, "does not know"),
         ({"HyperbandStrategyConfig": {"Min": 1}}, "HyperbandStrategyConfig"),
         ({"max_resource": 9.5}, "max_resource must be an int"),
+        ({"max_resource": 9, "brackets": 0}, "brackets must be an int >= 1"),
     ],
 )
 def test_bad_hyperband_configs_are_refused(config, fragment):
@@ -213,3 +214,11 @@ def test_promotion_mode_continues_a_job_at_once_when_it_earns_it():
     # floor(4/3) = 1 promotion, already used -> it pauses and waits for more jobs.
     assert strategy.promote() == jobs[0]
     assert strategy.on_report(jobs[3], 1, 0.1).action is Action.PAUSE
+
+
+def test_one_bracket_is_asha():
+    strategy = HyperbandStrategy(SPACE, seed=0, config={"max_resource": 27, "brackets": 1})
+    assert {strategy.bracket_of(i) for i in range(40)} == {0}
+    two = HyperbandStrategy(SPACE, seed=0, config={"max_resource": 27, "brackets": 2})
+    assert {two.bracket_of(i) for i in range(60)} == {0, 1}
+    assert two.describe()["Brackets"] == 2

@@ -64,7 +64,7 @@ def hyperband_config(
                 "{'HyperbandStrategyConfig': {'MinResource': 1, 'MaxResource': 81}}."
             )
         config.update({_AMT_KEYS[k]: v for k, v in amt.items()})
-    known = {"min_resource", "max_resource", "reduction_factor", "mode", "model"}
+    known = {"min_resource", "max_resource", "reduction_factor", "mode", "model", "brackets"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValidationError(
@@ -93,6 +93,14 @@ def hyperband_config(
                 f"Hyperband's {key} must be an int >= {low}. Got {describe_value(value)} instead. "
                 f"Fix: pass a whole number >= {low}."
             )
+    brackets = config.setdefault("brackets", None)
+    if brackets is not None and (
+        isinstance(brackets, bool) or not isinstance(brackets, int) or brackets < 1
+    ):
+        raise ValidationError(
+            f"Hyperband's brackets must be an int >= 1 or None (all). Got {describe_value(brackets)} "
+            "instead. Fix: pass 1 for asynchronous successive halving alone (ASHA), or omit it."
+        )
     if config["min_resource"] >= config["max_resource"]:
         raise ValidationError(
             f"Hyperband needs min_resource < max_resource. Got min_resource="
@@ -145,12 +153,15 @@ class HyperbandStrategy(Strategy):
     ``strategy_config`` (validated by :func:`hyperband_config`): ``min_resource`` (default 1),
     ``max_resource`` (required unless a static ``epochs``-like hyperparameter gives it),
     ``reduction_factor`` (default 3), ``mode`` (``"stopping"`` or ``"promotion"``), ``model``
-    (``"random"`` or ``"bayesian"``).
+    (``"random"`` or ``"bayesian"``), ``brackets`` (how many of the most aggressive brackets to use;
+    default all, as Hyperband; 1 is ASHA).
     """
 
     name = "Hyperband"
     stops_trials = True
-    config_keys = frozenset({"min_resource", "max_resource", "reduction_factor", "mode", "model"})
+    config_keys = frozenset(
+        {"min_resource", "max_resource", "reduction_factor", "mode", "model", "brackets"}
+    )
 
     def __init__(
         self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None
@@ -162,7 +173,8 @@ class HyperbandStrategy(Strategy):
         self.eta = int(config["reduction_factor"])
         self.mode = str(config["mode"])
         self.levels = rung_levels(self.min_resource, self.max_resource, self.eta)
-        self.weights = bracket_weights(len(self.levels), self.eta)
+        weights = bracket_weights(len(self.levels), self.eta)[: config["brackets"]]
+        self.weights = weights / weights.sum()
         self.jobs: dict[int, _Job] = {}
         self.rungs: dict[int, dict[int, dict[int, float]]] = {}  # bracket -> level -> job -> loss
         self.promoted: dict[tuple[int, int], set[int]] = {}  # (bracket, level) -> jobs promoted
@@ -323,4 +335,5 @@ class HyperbandStrategy(Strategy):
             "RungLevels": self.levels,
             "Mode": self.mode,
             "Model": self.config["model"],
+            "Brackets": len(self.weights),
         }
