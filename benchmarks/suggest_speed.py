@@ -91,7 +91,7 @@ def optuna_times(n: int, repeats: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500])
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=41)
     parser.add_argument("--skip-optuna", action="store_true")
     args = parser.parse_args()
     rows: dict[str, float] = {}

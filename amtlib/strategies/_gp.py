@@ -489,6 +489,48 @@ class GaussianProcess:
         d_var[raw_var < MIN_PREDICTIVE_VARIANCE] = 0.0
         return mean, var, d_mean, d_var
 
+    def predict_targets(
+        self, Xq: ArrayLike, Y: ArrayLike, return_grad: bool = False
+    ) -> tuple[FloatArray, FloatArray, FloatArray | None, FloatArray | None]:
+        """Posterior means under several target vectors at once, sharing one kernel computation.
+
+        The inputs, hyperparameters and Cholesky factor stay this GP's; only the targets change,
+        so the posterior variance is the same for every column (this is how fantasies of running
+        jobs are scored cheaply: one GP conditioned on the running inputs, several outcome vectors).
+
+        Args:
+            Xq: query points, shape ``(q, d)``.
+            Y: targets on the model scale, shape ``(n, m)``: one column per alternative outcome of
+                this GP's ``n`` rows.
+            return_grad: also return the gradients in ``Xq``.
+
+        Returns:
+            ``(means (q, m), var (q,), d_means (m, q, d) or None, d_var (q, d) or None)``.
+        """
+        Xq = _check_points(Xq, "Xq", self.X.shape[1])
+        hp = self.hyperparameters
+        Y = np.asarray(Y, dtype=float).reshape(len(self.X), -1)
+        alphas = scipy.linalg.cho_solve((self._L, True), Y - hp.mean, check_finite=False)
+        s2 = hp.signal_variance
+        Xqs, Kq, g = self._cross(Xq, with_g=return_grad)
+        Kq *= s2
+        means = hp.mean + _mm(Kq, alphas)
+        V = scipy.linalg.solve_triangular(self._L, Kq.T, lower=True, check_finite=False)
+        raw_var = s2 - np.einsum("ij,ij->j", V, V)
+        var = np.maximum(raw_var, MIN_PREDICTIVE_VARIANCE)
+        if not return_grad:
+            return means, var, None, None
+        B = scipy.linalg.solve_triangular(self._L.T, V, lower=False, check_finite=False)
+        G = -s2 * g
+        d_means = np.empty((alphas.shape[1], len(Xq), Xq.shape[1]))
+        for j in range(alphas.shape[1]):
+            Wm = G * alphas[:, j]
+            d_means[j] = (Wm.sum(1)[:, None] * Xqs - _mm(Wm, self._Xs)) / self._ls
+        Wv = G * B.T
+        d_var = -2.0 * (Wv.sum(1)[:, None] * Xqs - _mm(Wv, self._Xs)) / self._ls
+        d_var[raw_var < MIN_PREDICTIVE_VARIANCE] = 0.0
+        return means, var, d_means, d_var
+
     def condition_on(self, X_new: ArrayLike, y_new: ArrayLike | None = None) -> GaussianProcess:
         """A new GP that also observed ``X_new`` (e.g. running jobs), hyperparameters held fixed.
 
