@@ -22,10 +22,10 @@ class TuningJob:
         config: the configuration it was created with (JSON-ready).
         state: status, times and what the strategy learned (JSON-ready).
 
-    Example:
-        >>> job = TuningJob.load("my-job", store="amtlib.db")  # doctest: +SKIP
-        >>> job.best_training_job.hyperparameters  # doctest: +SKIP
-        {'lr': 0.012, 'layers': 3}
+    Example (a tuning job named "my-job" in amtlib.db)::
+
+        job = TuningJob.load("my-job", store="amtlib.db")
+        job.best_training_job.hyperparameters   # {'lr': 0.012, 'layers': 3}
     """
 
     def __init__(
