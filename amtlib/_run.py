@@ -11,6 +11,7 @@ strategy hears of it; each report is committed as it arrives, with the decision 
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import shutil
@@ -400,8 +401,6 @@ def _check_resumable(
     name: str, store: SQLiteStore, stored: dict[str, Any], config: dict[str, Any]
 ) -> dict[str, Any]:
     """The configuration to resume with; :class:`StoreError` naming what differs when it cannot."""
-    import json
-
     if config["random_seed"] is None or config["random_seed"] == stored.get("random_seed"):
         config = {**config, "random_seed": stored.get("random_seed")}
     for key, value in config.items():

@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import math
 import os
@@ -94,6 +93,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.mf_problems import PROBLEMS, MFProblem  # noqa: E402
+from benchmarks.quality import amtlib_fingerprint  # noqa: E402
 
 METRIC = "validation:loss"
 #: Budgets reported, as fractions of the full budget B.
@@ -382,18 +382,6 @@ def epochs_to_reach(curve: Sequence[Sequence[float]], target: float, budget: flo
         if value <= target:
             return float(e)
     return math.inf
-
-
-def amtlib_fingerprint() -> str:
-    """A hash of amtlib's source, recorded with each run."""
-    import amtlib
-
-    digest = hashlib.sha256()
-    package = Path(amtlib.__file__).parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def run_one(

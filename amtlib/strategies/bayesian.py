@@ -29,7 +29,6 @@ order of ``ask``/``tell`` calls give the same suggestions.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -239,9 +238,7 @@ class BayesianStrategy(Strategy):
         size = space.size()
         if size is None or size > _MAX_ENUMERATION:
             return []
-        every = itertools.product(*(p.values() for _, p in space))
-        configs = (dict(zip(space.names, combo, strict=True)) for combo in every)
-        return [p for p in configs if space.key(p) not in self._seen]
+        return [p for p in space.configurations() if space.key(p) not in self._seen]
 
     def _initial(self, index: int) -> dict[str, Any]:
         if index >= self.initial_design_size:
@@ -327,8 +324,7 @@ class BayesianStrategy(Strategy):
         size = space.size()
         if size is None or size > _MAX_ENUMERATION:
             return None
-        every = itertools.product(*(p.values() for _, p in space))
-        X = self._encode(space, [dict(zip(space.names, c, strict=True)) for c in every])
+        X = self._encode(space, list(space.configurations()))
         taken = {row.tobytes() for row in np.round(exclude, 9) + 0.0}
         keep = np.array([row.tobytes() not in taken for row in np.round(X, 9) + 0.0])
         if not keep.any():
