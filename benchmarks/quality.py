@@ -323,7 +323,7 @@ def ratio_evidence(values: np.ndarray, reference: np.ndarray, resamples: int = 2
     ratios = (np.median(a, axis=1) + 1e-12) / (np.median(b, axis=1) + 1e-12)
     low, high = np.quantile(ratios, [0.05, 0.95])
     pval = float(mannwhitneyu(values, reference, alternative="greater").pvalue)
-    return f"90% CI {low:.2g}-{high:.2g}x, p(worse)={pval:.2f}"
+    return f"90% CI {low:.2g} to {high:.2g}x, p(worse)={pval:.2f}"
 
 
 def summary(

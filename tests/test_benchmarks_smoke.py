@@ -133,3 +133,24 @@ def test_simulated_executor_is_deterministic_with_the_tuner():
     # Without the total, the idle fallback releases the last three: same order, same times.
     fallback = _tuned(seed=1, idle_timeout=0.02, total_tasks=None)
     assert fallback[:3] == first[:3] and fallback[3] == 3
+
+
+def test_ratio_evidence_separates_a_real_difference_from_bimodal_noise():
+    import numpy as np
+
+    from benchmarks.quality import ratio_evidence
+
+    def parse(text):
+        interval, p = text.split(", p(worse)=")
+        low, high = interval.removeprefix("90% CI ").removesuffix("x").split(" to ")
+        return float(low), float(high), float(p)
+
+    rng = np.random.default_rng(1)
+    reference = rng.lognormal(np.log(1e-3), 0.3, size=10)
+    low, high, p = parse(ratio_evidence(reference * 4.0, reference))
+    assert low > 1.0 and p < 0.01  # four times worse, every seed: certain
+    # Half the seeds stuck at 0.05, the others at ~1e-6: the same distribution drawn twice.
+    bimodal = [np.where(rng.random(10) < 0.4, 0.05, rng.lognormal(np.log(1e-6), 1.0, 10))
+               for _ in range(2)]  # fmt: skip
+    low, high, p = parse(ratio_evidence(bimodal[0], bimodal[1]))
+    assert low < 1.0 < high and p > 0.05
