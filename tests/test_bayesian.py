@@ -182,3 +182,21 @@ def test_bayesian_beats_random_on_branin_over_several_seeds():
     bo_regret, rs_regret = np.array(bo) - f_min, np.array(rs) - f_min
     assert np.median(bo_regret) < 0.5 * np.median(rs_regret)
     assert np.sum(bo_regret < rs_regret) >= 5
+
+
+def test_initial_design_spreads_a_momentum_like_auto_range_over_its_decades_below_one():
+    # 1 - momentum spans [0.001, 0.5]: laid out reverse-log, the first points are mostly close to 1
+    # (a Linear layout would put their median near 0.75, i.e. 1 - m = 0.25).
+    space = SearchSpace(
+        {"momentum": ContinuousParameter(0.5, 0.999), "x": ContinuousParameter(0.0, 1.0)}
+    )
+    strategy = BayesianStrategy(space, seed=0, config={"initial_design_size": 10})
+    first = [strategy.ask(1)[0]["momentum"] for _ in range(10)]
+    gaps = 1.0 - np.array(first)
+    assert np.median(gaps) < 0.1
+    assert gaps.max() > 0.2  # a hedge: the linear part of the range is still visited
+    # A range close to 1 but spanning less than two decades there keeps the Linear layout.
+    narrow = SearchSpace({"m": ContinuousParameter(0.0, 0.9), "x": ContinuousParameter(0.0, 1.0)})
+    strategy = BayesianStrategy(narrow, seed=0, config={"initial_design_size": 10})
+    first = [strategy.ask(1)[0]["m"] for _ in range(10)]
+    assert 0.3 < np.median(first) < 0.6

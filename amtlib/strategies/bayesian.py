@@ -4,7 +4,8 @@ One suggestion, for training job ``i``:
 
 1. **Initial design** (``i < initial_design_size``): a Latin hypercube of the cube, seeded once, so
    the first jobs spread over every range. ``Auto`` ranges spanning two or more decades above 0 are
-   laid out on a log scale here (a hedge: a quarter of the points still land in the top decade).
+   laid out on a log scale here (a hedge: a quarter of the points still land in the top decade),
+   and ranges inside [0, 1) whose distance to 1 spans two or more decades on a reverse-log scale.
 2. **Model**: the finished jobs with a usable objective, encoded to the cube, and their losses go to
    a GP (`amtlib.strategies._gp`): Matérn-5/2 ARD kernel, constant mean, learned noise, weak priors,
    warm-started from the previous fit, output standardised (Yeo-Johnson when it helps).
@@ -246,12 +247,28 @@ class BayesianStrategy(Strategy):
         if self._design is None:
             sampler = qmc.LatinHypercube(d=self.space.n_dims, seed=model_rng(self.seed, 0))
             self._design = sampler.random(self.initial_design_size)
+        return self._space_for({**self._scaling, **self._hedge()}).decode(self._design[index])
+
+    def _hedge(self) -> dict[str, ScalingType]:
+        """Encodings of the initial design for ``Auto`` ranges that span two or more decades.
+
+        ``Logarithmic`` when ``max / min`` spans them (``min > 0``); otherwise
+        ``ReverseLogarithmic`` when ``(1 - min) / (1 - max)`` does (a momentum-like range such as
+        [0.5, 0.999]). Spreading the first points over the decades gives the marginal-likelihood
+        choice the data to see a log-natured range early; the model's own choice takes over after.
+        """
         hedge = {
             name: ScalingType.LOGARITHMIC
             for name in self.space.auto_ranges_spanning_decades(2.0)
             if name in self._auto
         }
-        return self._space_for({**self._scaling, **hedge}).decode(self._design[index])
+        for name, options in self._auto.items():
+            param = self.space.ranges[name]
+            assert isinstance(param, _NumericParameter)  # Auto ranges are numeric
+            reverse = ScalingType.REVERSE_LOGARITHMIC in options and name not in hedge
+            if reverse and math.log10((1 - param.min_value) / (1 - param.max_value)) >= 2.0:
+                hedge[name] = ScalingType.REVERSE_LOGARITHMIC
+        return hedge
 
     def _model_based(self, index: int) -> dict[str, Any] | None:
         pending = [self._pending[i] for i in sorted(self._pending)]
