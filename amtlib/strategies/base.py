@@ -57,8 +57,9 @@ class Strategy(abc.ABC):
     #: The ``strategy_config`` keys this strategy understands.
     config_keys: ClassVar[frozenset[str]] = frozenset()
     #: True when ``restore`` reproduces the asking state exactly. A model that warm-starts its fits
-    #: from the previous one (Bayesian) reaches the same data but may differ in numerical detail.
-    exact_replay: ClassVar[bool] = True
+    #: from the previous one (Bayesian, model-based Hyperband) reaches the same data but may differ
+    #: in numerical detail. A class default that an instance may override.
+    exact_replay: bool = True
 
     def __init__(
         self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None

@@ -7,7 +7,17 @@ and the last bracket runs every job to ``max_resource`` (plain random search); a
 bracket drawn with Hyperband's weights (how many configurations the synchronous algorithm would start
 in it), from the job's own seeded stream.
 
-When a job reports a step that reaches a rung of its bracket, its value is recorded there and:
+When a job reports a step that reaches a rung of its bracket, its value is recorded at that rung
+level and compared with the ``k`` values recorded there so far. With ``rungs="pooled"`` (the default
+for random configurations, as Syne Tune's ``rung_system_per_bracket=False``) one set of rungs is
+shared by every bracket: brackets differ only in where their first decision is, so a job's value at
+level ``L`` is compared with the values at ``L`` of jobs of every bracket that reached it (more
+values, earlier and better-informed decisions). ``rungs="per_bracket"`` (the default with
+``model="bayesian"``) keeps each bracket's rungs apart, as Li et al.'s Hyperband: a gentle bracket's
+jobs are then judged among themselves rather than against survivors of the early rungs, so its
+top-level values stay an unbiased sample, which is what the model needs to learn whether early rungs
+predict the top (with pooled rungs, fewer slow starters reach the top and the model comes to trust
+early rungs too much). Then:
 
 - ``mode="stopping"`` (AMT's behaviour): it continues when its value is among the best
   ``max(1, floor(k / eta))`` of the ``k`` values recorded at that rung so far (ties continuing),
@@ -17,9 +27,13 @@ When a job reports a step that reaches a rung of its bracket, its value is recor
   checkpoint). When a slot frees, a paused job that has since earned promotion (more jobs reached its
   rung) is resumed from its checkpoint before any new configuration is started.
 
-New configurations are random (as in AMT) or, with ``model="bayesian"``, proposed by the Bayesian
-strategy's Gaussian process fitted to the values at the highest rung with enough of them (in the
-spirit of BOHB), with running jobs fantasised.
+New configurations are random (as in AMT) or, with ``model="bayesian"``, proposed by one Gaussian
+process over (configuration, log resource) fitted to the values every job reported at every rung
+level it reached, with expected improvement taken at ``max_resource`` (in the spirit of BOHB and
+MOBSTER; see :mod:`amtlib.strategies._multifidelity`). The model takes over once ``max(4, d + 2)``
+configurations have a value; even then every third new configuration stays random (BOHB's
+``random_fraction`` of 1/3, interleaved deterministically as SMAC does), so that a model misled by
+early rungs is still corrected.
 """
 
 from __future__ import annotations
@@ -35,14 +49,22 @@ from amtlib.errors import ValidationError, describe_value
 from amtlib.records import Trial
 from amtlib.reporting import Action, Decision
 from amtlib.space import SearchSpace
+from amtlib.strategies._multifidelity import MultiFidelityGP, Observation
 from amtlib.strategies.base import Strategy, trial_rng
-from amtlib.strategies.bayesian import BayesianStrategy
 
 _MODES = ("stopping", "promotion")
 _MODELS = ("random", "bayesian")
+_RUNG_SYSTEMS = ("pooled", "per_bracket")
+#: Model-based Hyperband gives every ``RANDOM_EVERY``-th job (index ``k * RANDOM_EVERY - 1``) a
+#: random configuration all the same, so the model's mistakes are corrected: BOHB's
+#: ``random_fraction`` of 1/3, interleaved deterministically as SMAC's ``ChooserNoCoolDown``.
+RANDOM_EVERY = 3
 #: Static hyperparameters that name the number of epochs, read when max_resource is not given.
 EPOCH_NAMES = ("epochs", "num_epochs", "n_epochs", "numepochs", "n-epochs")
 _AMT_KEYS = {"MinResource": "min_resource", "MaxResource": "max_resource"}
+_CONFIG_KEYS = frozenset(
+    {"min_resource", "max_resource", "reduction_factor", "mode", "model", "brackets", "rungs"}
+)
 
 
 def hyperband_config(
@@ -64,7 +86,7 @@ def hyperband_config(
                 "{'HyperbandStrategyConfig': {'MinResource': 1, 'MaxResource': 81}}."
             )
         config.update({_AMT_KEYS[k]: v for k, v in amt.items()})
-    known = {"min_resource", "max_resource", "reduction_factor", "mode", "model", "brackets"}
+    known = set(_CONFIG_KEYS)
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValidationError(
@@ -85,6 +107,9 @@ def hyperband_config(
     config.setdefault("reduction_factor", 3)
     config.setdefault("mode", "stopping")
     config.setdefault("model", "random")
+    # Pooled rungs by default with random configurations; per-bracket ones for model-based
+    # proposals, whose model needs the top-level values of gentle brackets unbiased by early rungs.
+    config.setdefault("rungs", "per_bracket" if config["model"] == "bayesian" else "pooled")
     for key in ("min_resource", "max_resource", "reduction_factor"):
         value = config[key]
         low = 2 if key == "reduction_factor" else 1
@@ -107,7 +132,7 @@ def hyperband_config(
             f"{config['min_resource']}, max_resource={config['max_resource']}. Fix: lower "
             "min_resource or raise max_resource."
         )
-    for key, allowed in (("mode", _MODES), ("model", _MODELS)):
+    for key, allowed in (("mode", _MODES), ("model", _MODELS), ("rungs", _RUNG_SYSTEMS)):
         if config[key] not in allowed:
             raise ValidationError(
                 f"Hyperband's {key} must be one of {list(allowed)}. Got "
@@ -142,6 +167,8 @@ class _Job:
     bracket: int
     hyperparameters: dict[str, Any]
     values: dict[int, float] = field(default_factory=dict)  # rung level -> loss recorded there
+    # step -> loss of the first report at or past each rung level and at max_resource (model data)
+    curve: dict[int, float] = field(default_factory=dict)
     last_step: int = 0
     paused_at: int | None = None
     finished: bool = False
@@ -154,14 +181,14 @@ class HyperbandStrategy(Strategy):
     ``max_resource`` (required unless a static ``epochs``-like hyperparameter gives it),
     ``reduction_factor`` (default 3), ``mode`` (``"stopping"`` or ``"promotion"``), ``model``
     (``"random"`` or ``"bayesian"``), ``brackets`` (how many of the most aggressive brackets to use;
-    default all, as Hyperband; 1 is ASHA).
+    default all, as Hyperband; 1 is ASHA), ``rungs`` (``"pooled"``: one set of rungs shared by all
+    brackets, the default with random configurations; ``"per_bracket"``: the default with
+    ``model="bayesian"``).
     """
 
     name = "Hyperband"
     stops_trials = True
-    config_keys = frozenset(
-        {"min_resource", "max_resource", "reduction_factor", "mode", "model", "brackets"}
-    )
+    config_keys = _CONFIG_KEYS
 
     def __init__(
         self, space: SearchSpace, *, seed: int, config: Mapping[str, Any] | None = None
@@ -176,9 +203,21 @@ class HyperbandStrategy(Strategy):
         weights = bracket_weights(len(self.levels), self.eta)[: config["brackets"]]
         self.weights = weights / weights.sum()
         self.jobs: dict[int, _Job] = {}
-        self.rungs: dict[int, dict[int, dict[int, float]]] = {}  # bracket -> level -> job -> loss
-        self.promoted: dict[tuple[int, int], set[int]] = {}  # (bracket, level) -> jobs promoted
-        self._model = BayesianStrategy(space, seed=seed) if config["model"] == "bayesian" else None
+        # The model warm-starts its fits: a restored run reaches the same data, not the same bits.
+        self.exact_replay = config["model"] != "bayesian"
+        self.pooled = config["rungs"] == "pooled"
+        # rung system (0 when pooled, else the bracket) -> level -> job -> loss recorded there
+        self.rungs: dict[int, dict[int, dict[int, float]]] = {}
+        self.promoted: dict[tuple[int, int], set[int]] = {}  # (rung system, level) -> jobs promoted
+        self._model = (
+            MultiFidelityGP(
+                space, seed=seed, min_resource=self.min_resource, max_resource=self.max_resource
+            )
+            if config["model"] == "bayesian"
+            else None
+        )
+        # Distinct configurations with a value before the model takes over (as BOHB's d + 2).
+        self._enough = max(4, len(space) + 2)
 
     # -- new configurations -----------------------------------------------------------------------
 
@@ -189,38 +228,30 @@ class HyperbandStrategy(Strategy):
         return int(rng.choice(len(self.weights), p=self.weights))
 
     def propose(self, index: int) -> dict[str, Any] | None:
-        if self._model is not None:
-            data = self._model_data()
-            if data is not None:
-                observed, pending = data
-                launched = [job.hyperparameters for job in self.jobs.values()]
-                params = self._model.suggest(index, observed, pending, launched)
-                if params is not None:
-                    return params
         rng = trial_rng(self.seed, index)
         rng.random()
         rng.random()  # skip the bracket draw
-        return self.space.sample(rng)
-
-    def _model_data(
-        self,
-    ) -> tuple[list[tuple[dict[str, Any], float]], list[dict[str, Any]]] | None:
-        """Values at the highest rung level with enough of them, and the configurations running."""
-        enough = max(4, len(self.space) + 2)
-        for level in [self.max_resource, *reversed(self.levels)]:
-            values = [
-                (job.hyperparameters, job.values[level])
-                for job in self.jobs.values()
-                if level in job.values
-            ]
-            if len(values) >= enough:
+        if self._model is not None and index % RANDOM_EVERY != RANDOM_EVERY - 1:
+            observations = self._observations()
+            if len({self.space.key(o.hyperparameters) for o in observations}) >= self._enough:
                 running = [
                     job.hyperparameters
                     for job in self.jobs.values()
-                    if not job.finished and job.paused_at is None and level not in job.values
+                    if not job.finished and job.paused_at is None
                 ]
-                return values, running
-        return None
+                launched = [job.hyperparameters for job in self.jobs.values()]
+                params = self._model.suggest(index, observations, running, launched)
+                if params is not None:
+                    return params
+        return self.space.sample(rng)
+
+    def _observations(self) -> list[Observation]:
+        """Every value recorded at a rung level or at max_resource, by every job (the model's data)."""
+        return [
+            Observation(job.hyperparameters, step, loss)
+            for job in self.jobs.values()
+            for step, loss in job.curve.items()
+        ]
 
     def _launched(self, hyperparameters: Mapping[str, Any]) -> None:
         index = self.n_asked
@@ -232,6 +263,10 @@ class HyperbandStrategy(Strategy):
     def on_report(self, index: int, step: int, loss: float) -> Decision:
         """Decide on a report of job ``index`` at ``step`` (its loss); records rung values."""
         job = self.jobs[index]
+        if step > job.last_step and (
+            step >= self.max_resource or any(job.last_step < level <= step for level in self.levels)
+        ):
+            job.curve.setdefault(min(step, self.max_resource), loss)
         job.last_step = max(job.last_step, step)
         if step >= self.max_resource:
             # The job has had its full budget. At exactly max_resource it continues, so a training
@@ -254,9 +289,14 @@ class HyperbandStrategy(Strategy):
                 return self._at_rung(index, job, level, loss)
         return Decision()
 
+    def _system(self, bracket: int) -> int:
+        """The rung system a bracket records into: one shared by all (pooled) or its own."""
+        return 0 if self.pooled else bracket
+
     def _at_rung(self, index: int, job: _Job, level: int, loss: float) -> Decision:
         job.values[level] = loss
-        rung = self.rungs.setdefault(job.bracket, {}).setdefault(level, {})
+        system = self._system(job.bracket)
+        rung = self.rungs.setdefault(system, {}).setdefault(level, {})
         rung[index] = loss
         values = np.array(list(rung.values()))
         reason: dict[str, Any] = {
@@ -272,17 +312,17 @@ class HyperbandStrategy(Strategy):
             cutoff = float(np.sort(values)[keep - 1])
             reason.update(cutoff=cutoff, kept=keep)
             return Decision(Action.CONTINUE if loss <= cutoff else Action.STOP, reason)
-        if self._promotable(job.bracket, level, index):
-            self.promoted.setdefault((job.bracket, level), set()).add(index)
+        if self._promotable(system, level, index):
+            self.promoted.setdefault((system, level), set()).add(index)
             return Decision(Action.CONTINUE, {**reason, "promoted": True})
         job.paused_at = level
         return Decision(Action.PAUSE, reason)
 
-    def _promotable(self, bracket: int, level: int, index: int) -> bool:
+    def _promotable(self, system: int, level: int, index: int) -> bool:
         """Among the best ``floor(k / eta)`` at the rung, with a promotion left for it."""
-        rung = self.rungs.get(bracket, {}).get(level, {})
+        rung = self.rungs.get(system, {}).get(level, {})
         allowed = len(rung) // self.eta
-        done = self.promoted.get((bracket, level), set())
+        done = self.promoted.get((system, level), set())
         if index in done or len(done) >= allowed:
             return False
         ranked = sorted(rung, key=lambda j: (rung[j], j))
@@ -293,12 +333,12 @@ class HyperbandStrategy(Strategy):
         if self.mode != "promotion":
             return None
         for level in reversed(self.levels):
-            for bracket in sorted(self.rungs):
-                rung = self.rungs[bracket].get(level, {})
+            for system in sorted(self.rungs):
+                rung = self.rungs[system].get(level, {})
                 for index in sorted(rung, key=lambda j: (rung[j], j)):
                     job = self.jobs[index]
-                    if job.paused_at == level and self._promotable(bracket, level, index):
-                        self.promoted.setdefault((bracket, level), set()).add(index)
+                    if job.paused_at == level and self._promotable(system, level, index):
+                        self.promoted.setdefault((system, level), set()).add(index)
                         job.paused_at = None
                         job.finished = False
                         return index
@@ -336,4 +376,5 @@ class HyperbandStrategy(Strategy):
             "Mode": self.mode,
             "Model": self.config["model"],
             "Brackets": len(self.weights),
+            "Rungs": self.config["rungs"],
         }
