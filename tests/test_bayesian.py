@@ -200,3 +200,15 @@ def test_initial_design_spreads_a_momentum_like_auto_range_over_its_decades_belo
     strategy = BayesianStrategy(narrow, seed=0, config={"initial_design_size": 10})
     first = [strategy.ask(1)[0]["m"] for _ in range(10)]
     assert 0.3 < np.median(first) < 0.6
+
+
+def test_a_huge_finite_loss_does_not_break_the_model():
+    # A diverged training may return 1e200: finite, so it is a value, but past what the GP takes.
+    space = SearchSpace({"x": ContinuousParameter(0.0, 1.0)})
+    strategy = BayesianStrategy(space, seed=0)
+
+    def loss(p):
+        return 1e200 if p["x"] > 0.5 else (p["x"] - 0.2) ** 2
+
+    asked = drive(strategy, loss, 15)
+    assert min(loss(p) for p in asked) < 1e-3

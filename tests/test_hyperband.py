@@ -258,3 +258,19 @@ def test_restore_rebuilds_the_model_data_and_the_rungs():
     )
     a, b = restored.ask(1)[0]["x"], strategy.ask(1)[0]["x"]
     assert abs(a - b) < 0.02
+
+
+def test_model_based_hyperband_takes_a_huge_finite_loss():
+    strategy = HyperbandStrategy(SPACE, seed=3, config={"max_resource": 3, "model": "bayesian"})
+    xs = []
+    for _ in range(12):
+        (params,) = strategy.ask(1)
+        index = strategy.n_asked - 1
+        xs.append(params["x"])
+        for step in range(1, 4):
+            loss = 1e200 if params["x"] > 0.5 else params["x"] + 1.0 / step
+            if strategy.on_report(index, step, loss).action is not Action.CONTINUE:
+                break
+        strategy.jobs[index].finished = True
+    assert strategy._model is not None and strategy._model.last_model is not None
+    assert len(set(xs)) == len(xs)

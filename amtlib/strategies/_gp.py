@@ -588,6 +588,16 @@ class GaussianProcess:
         return float(values[0] - values[1])
 
 
+def capped_targets(y: ArrayLike) -> FloatArray:
+    """Objective values with finite ones beyond the model's range capped at +-1e150.
+
+    A diverged training can report a huge but finite loss (1e200); `fit_gp` refuses values past
+    1e150 (their squares would overflow), so strategies cap them first: the order of the values is
+    kept, except that those past the cap tie. Infinite and NaN values must not get this far.
+    """
+    return np.clip(np.asarray(y, dtype=float), -_MAX_ABS_Y, _MAX_ABS_Y)
+
+
 def fit_gp(
     X: ArrayLike,
     y: ArrayLike,

@@ -41,7 +41,13 @@ import numpy as np
 from amtlib.errors import ValidationError
 from amtlib.space import SearchSpace
 from amtlib.strategies._acquisition import log_ei_acquisition, maximize_acquisition
-from amtlib.strategies._gp import GaussianProcess, GPHyperparameters, fit_gp, single_threaded_blas
+from amtlib.strategies._gp import (
+    GaussianProcess,
+    GPHyperparameters,
+    capped_targets,
+    fit_gp,
+    single_threaded_blas,
+)
 from amtlib.strategies.base import model_rng
 
 #: Most rows one fit uses (a fit costs O(n**3); at 300 rows a suggestion takes well under a second).
@@ -184,7 +190,7 @@ class MultiFidelityGP:
         data = self._select(observations, rng)
         X = self._encode([o.hyperparameters for o in data])
         X[:, -1] = [self.resource_coordinate(o.resource) for o in data]
-        y = np.array([o.loss for o in data], dtype=float)
+        y = capped_targets([o.loss for o in data])
         n_top = sum(o.resource >= self.max_resource for o in observations)
         if (
             self._warm is not None

@@ -51,7 +51,13 @@ from amtlib.strategies._acquisition import (
     log_expected_improvement_grad,
     maximize_acquisition,
 )
-from amtlib.strategies._gp import GaussianProcess, fit_gp, log_prior, single_threaded_blas
+from amtlib.strategies._gp import (
+    GaussianProcess,
+    capped_targets,
+    fit_gp,
+    log_prior,
+    single_threaded_blas,
+)
 from amtlib.strategies.base import Strategy, model_rng, trial_rng
 
 _CONFIG_KEYS = {
@@ -300,7 +306,7 @@ class BayesianStrategy(Strategy):
         excluded: Sequence[dict[str, Any]],
     ) -> dict[str, Any] | None:
         rng = model_rng(self.seed, index + 1)
-        losses = np.array([loss for _, loss in observed])
+        losses = capped_targets([loss for _, loss in observed])
         space, fitted, X = self._fit(rng, [p for p, _ in observed], losses)
         best = fitted.incumbent
         if pending:
