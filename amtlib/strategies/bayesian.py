@@ -289,7 +289,7 @@ class BayesianStrategy(Strategy):
     ) -> dict[str, Any] | None:
         """The model's suggestion for job ``index`` given explicit data (at least 2 observations).
 
-        The Bayesian strategy passes its own finished jobs; Hyperband passes the values at one rung.
+        The Bayesian strategy passes its own finished jobs (a seam for callers with other data).
         ``observed`` and ``pending`` configurations and ``excluded`` ones are never proposed again.
         Returns ``None`` when a finite space has nothing left.
         """
