@@ -365,6 +365,26 @@ def summary(
         lines.append(f"- {name}: {len(wins)}/{len(checked)} problems (target: {need}){tail}")
         lines.append(f"  {'; '.join(notes)}" if notes else "  n/a: no stored runs to compare")
 
+    def ratio_check(
+        data: dict[str, dict[str, np.ndarray]],
+        reference: dict[str, dict[str, np.ndarray]],
+        problems: Sequence[str],
+        limit: float,
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Problems checked, those whose median ratio to ``reference`` is within ``limit``, notes."""
+        checked, wins, notes = [], [], []
+        for p in problems:
+            a_values, b_values = final(data, p, bayes), final(reference, p, bayes)
+            if a_values is None or b_values is None:
+                continue
+            a, b = float(np.median(a_values)), float(np.median(b_values))
+            checked.append(p)
+            evidence = ratio_evidence(a_values, b_values)
+            notes.append(f"{p} {_ratio(a, b):.3g}x ({a:.3g} vs {b:.3g}; {evidence})")
+            if _ratio(a, b) <= limit:
+                wins.append(p)
+        return checked, wins, notes
+
     def median_of(data: dict[str, dict[str, np.ndarray]], p: str, m: str) -> float | None:
         values = final(data, p, m)
         return None if values is None else float(np.median(values))
@@ -395,16 +415,7 @@ def summary(
 
     if args.parallel > 1 and args.scaling == "as-given":
         sequential = stored(1, "as-given")
-        checked, wins, notes = [], [], []
-        for p in args.problems:
-            a_values, b_values = final(curves, p, bayes), final(sequential, p, bayes)
-            if a_values is not None and b_values is not None:
-                a, b = float(np.median(a_values)), float(np.median(b_values))
-                checked.append(p)
-                evidence = ratio_evidence(a_values, b_values)
-                notes.append(f"{p} {_ratio(a, b):.3g}x ({a:.3g} vs {b:.3g}; {evidence})")
-                if _ratio(a, b) <= 1.25:
-                    wins.append(p)
+        checked, wins, notes = ratio_check(curves, sequential, args.problems, 1.25)
         name = f"Bayesian with {args.parallel} parallel jobs within 1.25x of sequential"
         verdict(name, wins, checked, "all", notes)
 
@@ -412,16 +423,7 @@ def summary(
         given, auto, linear = stored(1, "as-given"), stored(1, "auto"), stored(1, "linear")
         scaled = [p for p in args.problems if PROBLEMS[p].has_nonlinear_scaling]
         need = "all with a non-Linear range"
-        checked, wins, notes = [], [], []
-        for p in scaled:
-            a_values, g_values = final(auto, p, bayes), final(given, p, bayes)
-            if a_values is not None and g_values is not None:
-                a, g = float(np.median(a_values)), float(np.median(g_values))
-                checked.append(p)
-                evidence = ratio_evidence(a_values, g_values)
-                notes.append(f"{p} {_ratio(a, g):.3g}x ({a:.3g} vs {g:.3g}; {evidence})")
-                if _ratio(a, g) <= 1.5:
-                    wins.append(p)
+        checked, wins, notes = ratio_check(auto, given, scaled, 1.5)
         verdict("Bayesian Auto within 1.5x of as-given", wins, checked, need, notes)
         checked, wins, notes = [], [], []
         for p in scaled:
