@@ -101,7 +101,15 @@ class Run:
         if job.objective_status is ObjectiveStatus.SUCCEEDED and job.objective_value is not None:
             loss = self.sign * job.objective_value
         intermediate = tuple(sorted(self.losses(job).items()))
-        return Trial(job.index, job.hyperparameters, job.status, loss, intermediate, job.paused)
+        return Trial(
+            job.index,
+            job.hyperparameters,
+            job.status,
+            loss,
+            intermediate,
+            job.paused,
+            job.history,
+        )
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -200,7 +208,11 @@ class Run:
             self.exhausted = not self.running
             return None
         index = len(self.jobs)
-        job = TrainingJob(index, f"{self.name}-{index + 1:03d}", asked[0], creation_time=now)
+        noted = self.strategy.launch_record(index)
+        launched = ({"event": "launched", "time": now, **noted},) if noted else ()
+        job = TrainingJob(
+            index, f"{self.name}-{index + 1:03d}", asked[0], creation_time=now, history=launched
+        )
         self.jobs.append(job)
         return job, 0
 

@@ -84,7 +84,8 @@ class TrainingJob:
         creation_time, start_time, end_time: seconds since the epoch.
         reports: intermediate metrics, in the order they arrived, each with the tuner's decision.
         stop_reason: why the tuner stopped (or paused) the job, when it did.
-        history: job-level events in order (``paused``, ``promoted``, ``rerun``), each a dict.
+        history: job-level events in order (``launched`` with what the strategy noted, such as
+            Hyperband's bracket; ``paused``, ``promoted``, ``rerun``), each a dict.
     """
 
     index: int
@@ -188,6 +189,8 @@ class Trial:
         loss: the objective value, sign-flipped for ``Maximize``; ``None`` when the objective failed.
         intermediate: ``(step, loss)`` pairs of the objective metric reported while it ran.
         paused: the job ended paused by the strategy (Hyperband promotion) and may be resumed.
+        history: the job's events (see ``TrainingJob.history``), e.g. what the strategy noted at
+            launch (``Strategy.launch_record``).
     """
 
     index: int
@@ -196,6 +199,7 @@ class Trial:
     loss: float | None
     intermediate: tuple[tuple[int, float], ...] = ()
     paused: bool = False
+    history: tuple[dict[str, Any], ...] = ()
 
     @property
     def succeeded(self) -> bool:

@@ -24,7 +24,9 @@ escape, pickling its model to ``current_job().checkpoint_dir`` first when there 
 - ``random``: amtlib Random, every job trained for R epochs.
 - ``random-es``: amtlib Random with ``early_stopping_type="Auto"`` (AMT's median rule).
 - ``hyperband``: amtlib Hyperband, ``min_resource=1, max_resource=R`` (reduction factor 3),
-  stopping mode (AMT's behaviour).
+  stopping mode (AMT's behaviour), adaptive bracket selection (the default).
+- ``hyperband-fixed``: the same with Hyperband's fixed bracket weights (``bracket_selection=
+  "fixed"``); ``hyperband-bayesian-fixed`` likewise for the model-based variant.
 - ``hyperband-promotion``: the same in promotion mode: jobs pause at rungs and promoted ones resume
   from their checkpoint at ``resume_step + 1``.
 - ``hyperband-bayesian``: Hyperband (stopping mode) with ``model="bayesian"``: new configurations
@@ -147,6 +149,18 @@ METHODS: dict[str, Method] = {
             "Hyperband (model-based, 1 bracket)",
             "amtlib",
             _hyperband(model="bayesian", brackets=1),
+        ),
+        Method(
+            "hyperband-fixed",
+            "Hyperband (stopping, fixed brackets)",
+            "amtlib",
+            _hyperband(bracket_selection="fixed"),
+        ),
+        Method(
+            "hyperband-bayesian-fixed",
+            "Hyperband (model-based, fixed brackets)",
+            "amtlib",
+            _hyperband(model="bayesian", bracket_selection="fixed"),
         ),
         Method("optuna-hyperband", "Optuna TPE + HyperbandPruner", "optuna", pruner="hyperband"),
         Method("optuna-median", "Optuna TPE + MedianPruner", "optuna", pruner="median"),

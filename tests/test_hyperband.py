@@ -242,7 +242,11 @@ def test_restore_rebuilds_the_model_data_and_the_rungs():
                 break
         strategy.jobs[index].finished = True
         status = TrainingJobStatus.COMPLETED if step == 9 else TrainingJobStatus.STOPPED
-        trials.append(Trial(index, params, status, reports[-1][1], tuple(reports)))
+        # As the tuner does: the launch record (the bracket, drawn from the data) in the history.
+        launched = ({"event": "launched", **strategy.launch_record(index)},)
+        trials.append(
+            Trial(index, params, status, reports[-1][1], tuple(reports), history=launched)
+        )
     restored = fresh()
     restored.restore(trials)
     assert restored._observations() == strategy._observations()

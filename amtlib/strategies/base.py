@@ -109,6 +109,11 @@ class Strategy(abc.ABC):
         """Note a configuration as launched; ``ask`` implementations call it for each they return."""
         self.n_asked += 1
 
+    def launch_record(self, index: int) -> dict[str, Any]:
+        """Facts about the job just launched as ``index`` to store with it (as a ``launched`` event
+        in its history, which ``restore`` sees in ``Trial.history``); none by default."""
+        return {}
+
     def on_report(self, index: int, step: int, loss: float) -> Decision:
         """Decide on an intermediate report of running job ``index`` (only if ``stops_trials``).
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from amtlib.errors import ValidationError, describe_value
 from amtlib.records import Trial
@@ -55,6 +56,10 @@ from amtlib.strategies.base import Strategy, trial_rng
 _MODES = ("stopping", "promotion")
 _MODELS = ("random", "bayesian")
 _RUNG_SYSTEMS = ("pooled", "per_bracket")
+_SELECTIONS = ("fixed", "adaptive")
+#: Adaptive bracket selection shrinks each level's estimated keep rate towards chance with this
+#: many pseudo-jobs, so that with little top-level data the weights stay Hyperband's.
+PRIOR_JOBS = 6
 #: Model-based Hyperband gives every ``RANDOM_EVERY``-th job (index ``k * RANDOM_EVERY - 1``) a
 #: random configuration all the same, so the model's mistakes are corrected: BOHB's
 #: ``random_fraction`` of 1/3, interleaved deterministically as SMAC's ``ChooserNoCoolDown``.
@@ -63,7 +68,16 @@ RANDOM_EVERY = 3
 EPOCH_NAMES = ("epochs", "num_epochs", "n_epochs", "numepochs", "n-epochs")
 _AMT_KEYS = {"MinResource": "min_resource", "MaxResource": "max_resource"}
 _CONFIG_KEYS = frozenset(
-    {"min_resource", "max_resource", "reduction_factor", "mode", "model", "brackets", "rungs"}
+    {
+        "min_resource",
+        "max_resource",
+        "reduction_factor",
+        "mode",
+        "model",
+        "brackets",
+        "rungs",
+        "bracket_selection",
+    }
 )
 
 
@@ -110,6 +124,8 @@ def hyperband_config(
     # Pooled rungs by default with random configurations; per-bracket ones for model-based
     # proposals, whose model needs the top-level values of gentle brackets unbiased by early rungs.
     config.setdefault("rungs", "per_bracket" if config["model"] == "bayesian" else "pooled")
+    # Brackets start at Hyperband's weights and move as the data show how far early rungs predict.
+    config.setdefault("bracket_selection", "adaptive")
     for key in ("min_resource", "max_resource", "reduction_factor"):
         value = config[key]
         low = 2 if key == "reduction_factor" else 1
@@ -132,7 +148,12 @@ def hyperband_config(
             f"{config['min_resource']}, max_resource={config['max_resource']}. Fix: lower "
             "min_resource or raise max_resource."
         )
-    for key, allowed in (("mode", _MODES), ("model", _MODELS), ("rungs", _RUNG_SYSTEMS)):
+    for key, allowed in (
+        ("mode", _MODES),
+        ("model", _MODELS),
+        ("rungs", _RUNG_SYSTEMS),
+        ("bracket_selection", _SELECTIONS),
+    ):
         if config[key] not in allowed:
             raise ValidationError(
                 f"Hyperband's {key} must be one of {list(allowed)}. Got "
@@ -162,6 +183,36 @@ def bracket_weights(n_levels: int, eta: int) -> np.ndarray:
     return w / w.sum()
 
 
+def keep_rate(low: np.ndarray, top: np.ndarray, eta: int) -> float:
+    """How often keeping the best of ``eta`` jobs at a lower level keeps the best at the top.
+
+    Over every group of ``eta`` jobs with a value at both levels: the fraction of groups whose best
+    top-level value belongs to a job that is also best at the lower level (ties there count as
+    kept, as successive halving keeps them). Chance level is ``1 / eta``; 1 means the lower level
+    ranks as the top does. Counted without enumerating groups: job ``i`` wins a group when the
+    other ``eta - 1`` members are worse than it at both levels.
+    """
+    n = len(top)
+    if n < eta:
+        return 1.0 / eta
+    worse = (top[None, :] > top[:, None]) & (low[None, :] >= low[:, None])
+    wins = special.comb(worse.sum(axis=1), eta - 1)
+    return float(wins.sum() / special.comb(n, eta))
+
+
+def adaptive_bracket_scores(rates: Sequence[float], eta: int) -> np.ndarray:
+    """Each bracket's worth per unit of budget, from the keep rate of every rung level.
+
+    Bracket ``b`` decides at levels ``b, b + 1, ...``; each decision lets it start ``eta`` times as
+    many configurations for the same budget and keeps the eventual best with probability
+    ``rates[k]``, so its worth relative to plain random search is ``prod(eta * rates[k], k >= b)``:
+    1 when every level ranks at chance (Hyperband's equal budgets), ``eta ** decisions`` when the
+    levels rank perfectly. The last bracket (no decisions) scores 1.
+    """
+    factors = eta * np.asarray(rates, dtype=float)
+    return np.append(np.cumprod(factors[::-1])[::-1], 1.0)
+
+
 @dataclass
 class _Job:
     bracket: int
@@ -169,6 +220,8 @@ class _Job:
     values: dict[int, float] = field(default_factory=dict)  # rung level -> loss recorded there
     # step -> loss of the first report at or past each rung level and at max_resource (model data)
     curve: dict[int, float] = field(default_factory=dict)
+    # rung level or max_resource -> loss of the first report at or past it (bracket selection data)
+    at_level: dict[int, float] = field(default_factory=dict)
     last_step: int = 0
     paused_at: int | None = None
     finished: bool = False
@@ -201,7 +254,10 @@ class HyperbandStrategy(Strategy):
         self.mode = str(config["mode"])
         self.levels = rung_levels(self.min_resource, self.max_resource, self.eta)
         weights = bracket_weights(len(self.levels), self.eta)[: config["brackets"]]
-        self.weights = weights / weights.sum()
+        self.weights = weights / weights.sum()  # Hyperband's; adaptive selection reweighs them
+        self.adaptive = config["bracket_selection"] == "adaptive"
+        # (jobs with a top-level value, bracket weights, keep rates), recomputed when that grows
+        self._adapted: tuple[int, np.ndarray, list[float]] | None = None
         self.jobs: dict[int, _Job] = {}
         # The model warm-starts its fits: a restored run reaches the same data, not the same bits.
         self.exact_replay = config["model"] != "bayesian"
@@ -222,10 +278,45 @@ class HyperbandStrategy(Strategy):
     # -- new configurations -----------------------------------------------------------------------
 
     def bracket_of(self, index: int) -> int:
-        """The bracket of training job ``index``: drawn from its own stream, so reproducible."""
+        """The bracket of a job launched now as ``index``: drawn from its own stream, so reproducible.
+
+        With ``bracket_selection="adaptive"`` the weights depend on the data so far, so the bracket
+        also depends on the order in which results arrived (as the model's proposals do).
+        """
         rng = trial_rng(self.seed, index)
-        rng.random()  # the configuration's draws come after this one
-        return int(rng.choice(len(self.weights), p=self.weights))
+        rng.random()  # the configuration's draws come after this one and the bracket's
+        cdf = np.cumsum(self.bracket_weights())
+        return int(np.searchsorted(cdf / cdf[-1], rng.random(), side="right"))
+
+    def bracket_weights(self) -> np.ndarray:
+        """The probability of each bracket for the next job (Hyperband's, or adapted to the data)."""
+        return self._adapt()[0]
+
+    def _adapt(self) -> tuple[np.ndarray, list[float]]:
+        """Bracket weights and each rung level's keep rate, from the jobs that reached the top.
+
+        Adaptive selection: a level's keep rate (:func:`keep_rate`, between the level and
+        ``max_resource``, over the jobs with both) is shrunk towards chance with ``PRIOR_JOBS``
+        pseudo-jobs, and each bracket's Hyperband weight is multiplied by its worth per unit of
+        budget (:func:`adaptive_bracket_scores`). With fixed selection the rates stay at chance.
+        """
+        top = [job for job in self.jobs.values() if self.max_resource in job.at_level]
+        if self._adapted is not None and self._adapted[0] == len(top):
+            return self._adapted[1], self._adapted[2]
+        chance = 1.0 / self.eta
+        rates = []
+        for level in self.levels:
+            pairs = [(job.at_level[level], job.at_level[self.max_resource]) for job in top]
+            pairs = [p for p in pairs if np.isfinite(p).all()] if self.adaptive else []
+            low, high = np.asarray(pairs, dtype=float).reshape(-1, 2).T
+            n = len(pairs)
+            rate = keep_rate(low, high, self.eta) if n else chance
+            rates.append((n * rate + PRIOR_JOBS * chance) / (n + PRIOR_JOBS))
+        scores = adaptive_bracket_scores(rates, self.eta)[: len(self.weights)]
+        weights = self.weights * scores
+        weights = weights / weights.sum()
+        self._adapted = (len(top), weights, rates)
+        return weights, rates
 
     def propose(self, index: int) -> dict[str, Any] | None:
         rng = trial_rng(self.seed, index)
@@ -258,6 +349,10 @@ class HyperbandStrategy(Strategy):
         self.jobs[index] = _Job(self.bracket_of(index), dict(hyperparameters))
         super()._launched(hyperparameters)
 
+    def launch_record(self, index: int) -> dict[str, Any]:
+        """The job's bracket, stored with it: adaptive brackets cannot be recomputed on restore."""
+        return {"bracket": self.jobs[index].bracket}
+
     # -- decisions ------------------------------------------------------------------------------
 
     def on_report(self, index: int, step: int, loss: float) -> Decision:
@@ -267,6 +362,9 @@ class HyperbandStrategy(Strategy):
             step >= self.max_resource or any(job.last_step < level <= step for level in self.levels)
         ):
             job.curve.setdefault(min(step, self.max_resource), loss)
+            for level in (*self.levels, self.max_resource):
+                if job.last_step < level <= step:
+                    job.at_level.setdefault(level, loss)
         job.last_step = max(job.last_step, step)
         if step >= self.max_resource:
             # The job has had its full budget. At exactly max_resource it continues, so a training
@@ -359,6 +457,9 @@ class HyperbandStrategy(Strategy):
         """
         for trial in trials:
             self._launched(trial.hyperparameters)
+            recorded = [e["bracket"] for e in trial.history if e.get("event") == "launched"]
+            if recorded and 0 <= recorded[0] < len(self.weights):
+                self.jobs[trial.index].bracket = int(recorded[0])
         for trial in trials:
             for step, loss in trial.intermediate:
                 self.on_report(trial.index, step, loss)
@@ -368,7 +469,7 @@ class HyperbandStrategy(Strategy):
             job.finished = trial.status.is_finished() and not trial.paused
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "MinResource": self.min_resource,
             "MaxResource": self.max_resource,
             "ReductionFactor": self.eta,
@@ -377,4 +478,12 @@ class HyperbandStrategy(Strategy):
             "Model": self.config["model"],
             "Brackets": len(self.weights),
             "Rungs": self.config["rungs"],
+            "BracketSelection": self.config["bracket_selection"],
         }
+        if self.adaptive:
+            weights, rates = self._adapt()
+            out["BracketWeights"] = [round(float(w), 4) for w in weights]
+            out["RungKeepRates"] = {
+                level: round(rate, 4) for level, rate in zip(self.levels, rates, strict=True)
+            }
+        return out
