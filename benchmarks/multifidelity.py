@@ -26,7 +26,7 @@ escape, pickling its model to ``current_job().checkpoint_dir`` first when there 
 - ``hyperband``: amtlib Hyperband, ``min_resource=1, max_resource=R`` (reduction factor 3),
   stopping mode (AMT's behaviour), adaptive bracket selection (the default).
 - ``hyperband-fixed``: the same with Hyperband's fixed bracket weights (``bracket_selection=
-  "fixed"``); ``hyperband-bayesian-fixed`` likewise for the model-based variant.
+  "fixed"``); ``hyperband-promotion-fixed`` and ``hyperband-bayesian-fixed`` likewise.
 - ``hyperband-promotion``: the same in promotion mode: jobs pause at rungs and promoted ones resume
   from their checkpoint at ``resume_step + 1``.
 - ``hyperband-bayesian``: Hyperband (stopping mode) with ``model="bayesian"``: new configurations
@@ -155,6 +155,12 @@ METHODS: dict[str, Method] = {
             "Hyperband (stopping, fixed brackets)",
             "amtlib",
             _hyperband(bracket_selection="fixed"),
+        ),
+        Method(
+            "hyperband-promotion-fixed",
+            "Hyperband (promotion, fixed brackets)",
+            "amtlib",
+            _hyperband(mode="promotion", bracket_selection="fixed"),
         ),
         Method(
             "hyperband-bayesian-fixed",

@@ -178,6 +178,13 @@ def test_brackets_are_recorded_at_launch_and_restored_from_the_records(tmp_path)
     launched = [[e for e in job.history if e["event"] == "launched"] for job in first.training_jobs]
     assert all(len(events) == 1 for events in launched)
     brackets = [events[0]["bracket"] for events in launched]
+    # describe() shows what was learned, JSON-ready (levels as strings once stored).
+    learned = first.describe()["AmtlibDetails"]["Strategy"]
+    assert learned["BracketSelection"] == "adaptive"
+    assert len(learned["BracketWeights"]) == 3 and sum(learned["BracketWeights"]) == pytest.approx(
+        1
+    )
+    assert set(learned["RungKeepRates"]) == {"1", "3"}
     # Every rung decision names the bracket recorded at launch.
     named = [
         (report.decision["reason"]["bracket"], bracket)
