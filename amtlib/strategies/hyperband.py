@@ -4,8 +4,11 @@ Resource is counted in steps (one report of the objective metric, e.g. an epoch)
 ``min_resource * eta**k`` below ``max_resource``, and ``max_resource`` itself ends every job.
 Bracket ``b`` makes its first decision at the ``b``-th rung level, so bracket 0 is the most aggressive
 and the last bracket runs every job to ``max_resource`` (plain random search); a new job joins a
-bracket drawn with Hyperband's weights (how many configurations the synchronous algorithm would start
-in it), from the job's own seeded stream.
+bracket drawn from the job's own seeded stream with Hyperband's weights (how many configurations the
+synchronous algorithm would start in it), which ``bracket_selection="adaptive"`` (the default)
+reweighs by how well each rung level has ranked the jobs that reached the top (:func:`keep_rate`,
+:func:`adaptive_bracket_scores`). The bracket is stored with the job (``launch_record``) and read
+back by ``restore``.
 
 When a job reports a step that reaches a rung of its bracket, its value is recorded at that rung
 level and compared with the ``k`` values recorded there so far. With ``rungs="pooled"`` (the default
@@ -458,7 +461,7 @@ class HyperbandStrategy(Strategy):
         for trial in trials:
             self._launched(trial.hyperparameters)
             recorded = [e["bracket"] for e in trial.history if e.get("event") == "launched"]
-            if recorded and 0 <= recorded[0] < len(self.weights):
+            if recorded and isinstance(recorded[0], int) and 0 <= recorded[0] < len(self.weights):
                 self.jobs[trial.index].bracket = int(recorded[0])
         for trial in trials:
             for step, loss in trial.intermediate:
