@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import _objectives as obj
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -220,3 +221,59 @@ def test_brackets_are_recorded_at_launch_and_restored_from_the_records(tmp_path)
     assert len(more) == 40
     assert [j.to_dict() for j in more[:30]] == [j.to_dict() for j in run]
     assert math.isfinite(min(j.objective_value for j in more if j.objective_value is not None))
+
+
+def test_a_resumed_promotion_run_keeps_each_jobs_bracket(tmp_path):
+    def make(max_jobs):
+        return Tuner(
+            obj.checkpointed,
+            "loss",
+            {"x": ContinuousParameter(0.0, 1.0)},
+            objective_type="Minimize",
+            strategy="Hyperband",
+            strategy_config={"max_resource": 9, "mode": "promotion"},
+            static_hyperparameters={"epochs": 9},
+            max_jobs=max_jobs,
+            random_seed=1,
+            store=tmp_path / "s.db",
+            job_name="p",
+            executor="inline",
+            checkpoint_root=tmp_path / "ckpt",
+        )
+
+    first = make(60).fit(progress=False)
+    paused = [j.index for j in first.training_jobs if j.paused]
+    assert paused  # some jobs wait at a rung when the first run ends
+    # Restored from these records, every paused job is still waiting at its rung, a candidate for
+    # promotion (with a redrawn bracket it could have no value at that rung, and be lost).
+    strategy = HyperbandStrategy(SPACE, seed=1, config={"max_resource": 9, "mode": "promotion"})
+    strategy.restore(
+        [
+            Trial(
+                j.index,
+                j.hyperparameters,
+                j.status,
+                j.objective_value,
+                tuple(sorted(j.steps("loss").items())),
+                j.paused,
+                j.history,
+            )
+            for j in first.training_jobs
+        ]
+    )
+    assert all(strategy.jobs[i].paused_at is not None for i in paused)
+    resumed = make(80).fit(progress=False).training_jobs
+    assert len(resumed) == 80
+    promoted_later = [
+        j for j in resumed if j.index in paused and any(e["event"] == "promoted" for e in j.history)
+    ]
+    assert promoted_later  # the resumed run promoted jobs paused by the first one
+    for job in resumed:
+        (launched,) = [e for e in job.history if e["event"] == "launched"]
+        said = {
+            r.decision["reason"]["bracket"]
+            for r in job.reports
+            if r.decision and "bracket" in (r.decision["reason"] or {})
+        }
+        # Every decision, before and after the restart, used the bracket drawn at launch.
+        assert said <= {launched["bracket"]}
