@@ -242,3 +242,20 @@ def test_incumbent_and_improvement_in_original_units() -> None:
     power = fit_gp(X, np.exp(3 * y), np.random.default_rng(0), output_transform="power")
     gains = [power.improvement_in_original_units(i) for i in (0.1, 0.5, 1.0)]
     assert 0 < gains[0] < gains[1] < gains[2]
+
+
+def test_predict_targets_matches_one_gp_per_target_vector_and_follows_new_targets():
+    rng = np.random.default_rng(3)
+    X = rng.random((30, 3))
+    gp = fit_gp(X, np.sin(4 * X).sum(1), rng)
+    Q = rng.random((7, 3))
+    for shift in (0.0, 1.0, -2.0):  # new targets each time: the cached solve must follow them
+        Y = np.column_stack([gp.y + shift, gp.y[::-1] - shift])
+        means, var, d_means, d_var = gp.predict_targets(Q, Y, return_grad=True)
+        for j in range(2):
+            single = GaussianProcess(X, Y[:, j], gp.hyperparameters, gp.transform)
+            mean_j, var_j, d_mean_j, d_var_j = single.predict_with_grad(Q)
+            np.testing.assert_allclose(means[:, j], mean_j, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(d_means[j], d_mean_j, rtol=1e-8, atol=1e-10)
+            np.testing.assert_allclose(var, var_j, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(d_var, d_var_j, rtol=1e-8, atol=1e-10)

@@ -413,6 +413,7 @@ class GaussianProcess:
             K.flat[:: len(X) + 1] += hp.noise_variance
             _factor = _cholesky(K)
         self._L, self._jitter = _factor
+        self._target_weights: tuple[bytes, FloatArray] | None = None  # predict_targets' cache
         self._alpha = scipy.linalg.cho_solve((self._L, True), y - hp.mean, check_finite=False)
 
     def _sq_train(self) -> FloatArray:
@@ -510,7 +511,12 @@ class GaussianProcess:
         Xq = _check_points(Xq, "Xq", self.X.shape[1])
         hp = self.hyperparameters
         Y = np.asarray(Y, dtype=float).reshape(len(self.X), -1)
-        alphas = scipy.linalg.cho_solve((self._L, True), Y - hp.mean, check_finite=False)
+        # An acquisition optimiser asks with the same targets many times: solve for them once.
+        key = Y.tobytes()
+        if self._target_weights is None or self._target_weights[0] != key:
+            weights = scipy.linalg.cho_solve((self._L, True), Y - hp.mean, check_finite=False)
+            self._target_weights = (key, weights)
+        alphas = self._target_weights[1]
         s2 = hp.signal_variance
         Xqs, Kq, g = self._cross(Xq, with_g=return_grad)
         Kq *= s2
