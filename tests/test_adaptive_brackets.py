@@ -277,3 +277,16 @@ def test_a_resumed_promotion_run_keeps_each_jobs_bracket(tmp_path):
         }
         # Every decision, before and after the restart, used the bracket drawn at launch.
         assert said <= {launched["bracket"]}
+
+
+def test_same_seed_and_order_of_results_give_the_same_brackets(tmp_path):
+    def brackets(store):
+        run = tuner(store, 40).fit(progress=False)
+        return [
+            (next(e for e in j.history if e["event"] == "launched")["bracket"], j.hyperparameters)
+            for j in run.training_jobs
+        ]
+
+    first = brackets(tmp_path / "a.db")
+    assert first == brackets(tmp_path / "b.db")  # inline: the same order of results
+    assert len({b for b, _ in first}) > 1
