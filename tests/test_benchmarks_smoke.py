@@ -154,3 +154,18 @@ def test_ratio_evidence_separates_a_real_difference_from_bimodal_noise():
                for _ in range(2)]  # fmt: skip
     low, high, p = parse(ratio_evidence(bimodal[0], bimodal[1]))
     assert low < 1.0 < high and p > 0.05
+
+
+def test_lag_floor_is_how_much_the_sequential_run_still_gained_in_its_last_evaluations():
+    import numpy as np
+
+    from benchmarks.quality import lag_floor
+
+    # Regret shrinking by 0.7 per evaluation: 3 evaluations before the end it was 0.7**-3 times
+    # the final one (2.9x), so 4 parallel workers cannot get within 1.25x of it.
+    shrinking = np.tile(0.7 ** np.arange(50), (5, 1))
+    assert lag_floor(shrinking, 4) == pytest.approx(0.7**-3, rel=1e-4)  # 1e-12 guard in the ratio
+    assert lag_floor(shrinking, 1) == pytest.approx(1.0)
+    # A run that stopped improving at evaluation 30 leaves no floor.
+    flat = np.tile(np.minimum.accumulate(np.r_[np.linspace(1, 0.1, 30), np.full(20, 0.1)]), (5, 1))
+    assert lag_floor(flat, 4) == pytest.approx(1.0)
