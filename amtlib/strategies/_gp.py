@@ -285,6 +285,18 @@ def _mm(A: FloatArray, B: FloatArray) -> FloatArray:
     return out
 
 
+def _solve_lower(L: FloatArray, B: FloatArray, transpose: bool = False) -> FloatArray:
+    """``L^-1 B`` (or ``L^-T B``) for the lower Cholesky factor ``L``, through LAPACK's ``dtrtrs``.
+
+    What ``scipy.linalg.solve_triangular`` computes, bit for bit, without its argument checks:
+    these solves sit inside the acquisition optimiser's loop, where the checks cost a third of
+    the solve.
+    """
+    out, _ = scipy.linalg.lapack.dtrtrs(L, B, lower=1, trans=1 if transpose else 0)
+    result: FloatArray = out
+    return result
+
+
 def _sq_dist(A: FloatArray, B: FloatArray) -> FloatArray:
     # The expansion costs one matrix product; inputs are centred first so the cancellation error
     # stays far below what matters for a kernel whose derivative vanishes at r = 0.
@@ -475,12 +487,12 @@ class GaussianProcess:
         empty = np.empty((0, 0))
         if what == "mean":
             return mean, empty, empty, empty
-        V = scipy.linalg.solve_triangular(self._L, Kq.T, lower=True, check_finite=False)
+        V = _solve_lower(self._L, Kq.T)
         raw_var = s2 - np.einsum("ij,ij->j", V, V)
         var = np.maximum(raw_var, MIN_PREDICTIVE_VARIANCE)
         if what == "var":
             return mean, var, empty, empty
-        B = scipy.linalg.solve_triangular(self._L.T, V, lower=False, check_finite=False)
+        B = _solve_lower(self._L, V, transpose=True)
         # d k(xq, xi) / d xq = -s2 g (xq - xi) / l**2; both gradients are weighted sums of that.
         G = -s2 * g
         Wm = G * self._alpha
@@ -521,12 +533,12 @@ class GaussianProcess:
         Xqs, Kq, g = self._cross(Xq, with_g=return_grad)
         Kq *= s2
         means = hp.mean + _mm(Kq, alphas)
-        V = scipy.linalg.solve_triangular(self._L, Kq.T, lower=True, check_finite=False)
+        V = _solve_lower(self._L, Kq.T)
         raw_var = s2 - np.einsum("ij,ij->j", V, V)
         var = np.maximum(raw_var, MIN_PREDICTIVE_VARIANCE)
         if not return_grad:
             return means, var, None, None
-        B = scipy.linalg.solve_triangular(self._L.T, V, lower=False, check_finite=False)
+        B = _solve_lower(self._L, V, transpose=True)
         G = -s2 * g
         d_means = np.empty((alphas.shape[1], len(Xq), Xq.shape[1]))
         for j in range(alphas.shape[1]):
