@@ -42,6 +42,11 @@ _EXCLUDE_DECIMALS = 9
 
 def _log_h(z: FloatArray) -> FloatArray:
     """``log(z * Phi(z) + phi(z))``, accurate for every finite ``z``."""
+    if np.all(z > -1.0):  # the common case, without the masks (the same arithmetic)
+        direct: FloatArray = np.log(
+            z * scipy.special.ndtr(z) + np.exp(-0.5 * z * z - _LOG_SQRT_2PI)
+        )
+        return direct
     out = np.empty_like(z)
     near = z > -1.0
     zn = z[near]
