@@ -40,17 +40,19 @@ _MIN_STD = 1e-12
 _EXCLUDE_DECIMALS = 9
 
 
+def _log_h_near(z: FloatArray) -> FloatArray:
+    """``log h(z)`` by its definition, accurate for ``z > -1``."""
+    out: FloatArray = np.log(z * scipy.special.ndtr(z) + np.exp(-0.5 * z * z - _LOG_SQRT_2PI))
+    return out
+
+
 def _log_h(z: FloatArray) -> FloatArray:
     """``log(z * Phi(z) + phi(z))``, accurate for every finite ``z``."""
-    if np.all(z > -1.0):  # the common case, without the masks (the same arithmetic)
-        direct: FloatArray = np.log(
-            z * scipy.special.ndtr(z) + np.exp(-0.5 * z * z - _LOG_SQRT_2PI)
-        )
-        return direct
-    out = np.empty_like(z)
     near = z > -1.0
-    zn = z[near]
-    out[near] = np.log(zn * scipy.special.ndtr(zn) + np.exp(-0.5 * zn * zn - _LOG_SQRT_2PI))
+    if near.all():  # the common case, without the masks
+        return _log_h_near(z)
+    out = np.empty_like(z)
+    out[near] = _log_h_near(z[near])
     mid = (z <= -1.0) & (z >= -_ASYMPTOTIC_Z)
     zm = -z[mid]
     # h = phi(z) * (1 - |z| * Mills ratio); the Mills ratio through erfcx never underflows.

@@ -301,16 +301,19 @@ class HyperbandStrategy(Strategy):
         Adaptive selection: a level's keep rate (:func:`keep_rate`, between the level and
         ``max_resource``, over the jobs with both) is shrunk towards chance with ``PRIOR_JOBS``
         pseudo-jobs, and each bracket's Hyperband weight is multiplied by its worth per unit of
-        budget (:func:`adaptive_bracket_scores`). With fixed selection the rates stay at chance.
+        budget (:func:`adaptive_bracket_scores`). With fixed selection: Hyperband's weights, and
+        every rate at chance.
         """
+        chance = 1.0 / self.eta
+        if not self.adaptive:
+            return self.weights, [chance] * len(self.levels)
         top = [job for job in self.jobs.values() if self.max_resource in job.at_level]
         if self._adapted is not None and self._adapted[0] == len(top):
             return self._adapted[1], self._adapted[2]
-        chance = 1.0 / self.eta
         rates = []
         for level in self.levels:
             pairs = [(job.at_level[level], job.at_level[self.max_resource]) for job in top]
-            pairs = [p for p in pairs if np.isfinite(p).all()] if self.adaptive else []
+            pairs = [p for p in pairs if np.isfinite(p).all()]
             low, high = np.asarray(pairs, dtype=float).reshape(-1, 2).T
             n = len(pairs)
             rate = keep_rate(low, high, self.eta) if n else chance
