@@ -31,6 +31,10 @@ escape, pickling its model to ``current_job().checkpoint_dir`` first when there 
   from their checkpoint at ``resume_step + 1``.
 - ``hyperband-bayesian``: Hyperband (stopping mode) with ``model="bayesian"``: new configurations
   from a GP fitted to rung results (BOHB-like).
+- ``hyperband-bayesian-per-bracket`` (only with ``--methods``): the same with each bracket's rungs
+  apart (``rungs="per_bracket"``, the model-based default before pooled rungs became it).
+- ``hyperband-bayesian-promotion``: the same in promotion mode (model-based proposals, paused
+  jobs resumed from their checkpoints).
 - ``optuna-hyperband``: Optuna ``TPESampler(seed=seed)`` + ``HyperbandPruner(min_resource=1,
   max_resource=R, reduction_factor=3)``.
 - ``optuna-median``: Optuna ``TPESampler(seed=seed)`` + ``MedianPruner()`` (defaults).
@@ -55,7 +59,8 @@ full-budget Random's best objective at ``B``):
 
 1. Hyperband (stopping mode) reaches ``Q`` within ``B / 3`` epochs (median over seeds).
 2. Model-based Hyperband's median best objective is at most Optuna TPE + HyperbandPruner's, at
-   every budget reported (``B/9, B/3, 2B/3, B``).
+   every budget reported (``B/9, B/3, 2B/3, B``); checked for each mode, stopping and promotion
+   (Optuna's pruner can only stop trials; promotion needs the objective's checkpoints).
 3. Random with early stopping ``Auto`` reaches ``Q`` within ``0.75 B`` epochs (it saves at least
    25% of the epochs full-budget Random spends to reach that quality). Also shown: the paired
    version (same seed, so the same configurations in the same order), the epochs it needs to reach
@@ -142,6 +147,18 @@ METHODS: dict[str, Method] = {
             "hyperband-bayesian", "Hyperband (model-based)", "amtlib", _hyperband(model="bayesian")
         ),
         Method(
+            "hyperband-bayesian-promotion",
+            "Hyperband (model-based, promotion)",
+            "amtlib",
+            _hyperband(model="bayesian", mode="promotion"),
+        ),
+        Method(
+            "hyperband-bayesian-per-bracket",
+            "Hyperband (model-based, per-bracket rungs)",
+            "amtlib",
+            _hyperband(model="bayesian", rungs="per_bracket"),
+        ),
+        Method(
             "hyperband-asha", "Hyperband (stopping, 1 bracket)", "amtlib", _hyperband(brackets=1)
         ),
         Method(
@@ -184,7 +201,13 @@ METHODS: dict[str, Method] = {
 DEFAULT_METHODS = [
     m
     for m in METHODS
-    if m not in ("optuna-random-hyperband", "hyperband-asha", "hyperband-bayesian-asha")
+    if m
+    not in (
+        "optuna-random-hyperband",
+        "hyperband-asha",
+        "hyperband-bayesian-asha",
+        "hyperband-bayesian-per-bracket",
+    )
 ]
 
 
@@ -687,7 +710,9 @@ def verdicts(summaries: dict[str, ProblemSummary]) -> list[str]:
         )
         out.append(f"Target {number} ({text}): {verdict} - {detail}")
 
-    checks1, checks2, checks3 = {}, {}, {}
+    checks1: dict[str, tuple[bool, str]] = {}
+    checks2: dict[str, dict[str, tuple[bool, str]]] = {}
+    checks3: dict[str, tuple[bool, str]] = {}
     for name, s in summaries.items():
         if "hyperband" in s.to_target:
             e = s.to_target["hyperband"]
@@ -695,20 +720,24 @@ def verdicts(summaries: dict[str, ProblemSummary]) -> list[str]:
                 e <= s.budget / 3,
                 f"{_fmt_epochs(e, s.budget)} vs B/3 = {s.budget / 3:.0f}",
             )
-        if "hyperband-bayesian" in s.best and "optuna-hyperband" in s.best:
-            mine, theirs = s.best["hyperband-bayesian"], s.best["optuna-hyperband"]
-            ok = all(a <= b for a, b in zip(mine, theirs, strict=True))
-            p = [
-                _mann_whitney(a, b)
-                for a, b in zip(
-                    s.per_seed["hyperband-bayesian"], s.per_seed["optuna-hyperband"], strict=True
+        for mode, model_based in (
+            ("stopping", "hyperband-bayesian"),
+            ("promotion", "hyperband-bayesian-promotion"),
+        ):
+            if model_based in s.best and "optuna-hyperband" in s.best:
+                mine, theirs = s.best[model_based], s.best["optuna-hyperband"]
+                ok = all(a <= b for a, b in zip(mine, theirs, strict=True))
+                p = [
+                    _mann_whitney(a, b)
+                    for a, b in zip(
+                        s.per_seed[model_based], s.per_seed["optuna-hyperband"], strict=True
+                    )
+                ]
+                pairs = ", ".join(
+                    f"{lab} {_fmt(a)} vs {_fmt(b)} (p={q:.2f})"
+                    for lab, a, b, q in zip(FRACTION_LABELS, mine, theirs, p, strict=True)
                 )
-            ]
-            pairs = ", ".join(
-                f"{lab} {_fmt(a)} vs {_fmt(b)} (p={q:.2f})"
-                for lab, a, b, q in zip(FRACTION_LABELS, mine, theirs, p, strict=True)
-            )
-            checks2[name] = (ok, pairs)
+                checks2.setdefault(mode, {})[name] = (ok, pairs)
         if "random-es" in s.to_target:
             e = s.to_target["random-es"]
             saved = 1 - e / s.budget if math.isfinite(e) else 0.0
@@ -718,7 +747,14 @@ def verdicts(summaries: dict[str, ProblemSummary]) -> list[str]:
                 f"{saved:.0%}; paired {_fmt_epochs(s.paired_es, s.budget)}",
             )
     line(1, "Hyperband reaches full-budget Random's final quality within B/3 epochs", checks1)
-    line(2, "model-based Hyperband <= Optuna TPE + HyperbandPruner at every budget", checks2)
+    if not checks2:
+        line(2, "model-based Hyperband <= Optuna TPE + HyperbandPruner at every budget", {})
+    for mode, checks in checks2.items():
+        line(
+            2,
+            f"model-based Hyperband, {mode} mode, <= Optuna TPE + HyperbandPruner at every budget",
+            checks,
+        )
     line(3, "early stopping Auto saves >= 25% of epochs at equal final quality", checks3)
     return out
 

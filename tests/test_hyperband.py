@@ -88,9 +88,9 @@ def test_bad_rung_systems_are_refused_with_the_fix(config, fragment):
     with pytest.raises(ValidationError, match=fragment):
         hyperband_config(config, {})
     assert hyperband_config({"max_resource": 9}, {})["rungs"] == "pooled"
-    assert hyperband_config({"max_resource": 9, "model": "bayesian"}, {})["rungs"] == "per_bracket"
-    pooled = {"max_resource": 9, "model": "bayesian", "rungs": "pooled"}
-    assert hyperband_config(pooled, {})["rungs"] == "pooled"
+    assert hyperband_config({"max_resource": 9, "model": "bayesian"}, {})["rungs"] == "pooled"
+    apart = {"max_resource": 9, "model": "bayesian", "rungs": "per_bracket"}
+    assert hyperband_config(apart, {})["rungs"] == "per_bracket"
 
 
 # -- the multi-fidelity model --------------------------------------------------------------------
@@ -228,7 +228,8 @@ def test_model_based_hyperband_is_reproducible():
 
 def test_restore_rebuilds_the_model_data_and_the_rungs():
     def fresh() -> HyperbandStrategy:
-        return HyperbandStrategy(SPACE, seed=2, config={"max_resource": 9, "model": "bayesian"})
+        config = {"max_resource": 9, "model": "bayesian", "rungs": "per_bracket"}
+        return HyperbandStrategy(SPACE, seed=2, config=config)
 
     strategy, trials = fresh(), []
     for _ in range(10):
@@ -252,7 +253,7 @@ def test_restore_rebuilds_the_model_data_and_the_rungs():
     assert restored._observations() == strategy._observations()
     # Jobs ran one at a time in launch order, the order restore replays them in: same rungs.
     assert restored.rungs == strategy.rungs
-    # Model-based Hyperband keeps per-bracket rungs by default: one rung system per bracket used.
+    # Per-bracket rungs: one rung system per bracket used (the last bracket makes no decision).
     assert set(restored.rungs) == {job.bracket for job in strategy.jobs.values()} - {2}
     # The model's fits are warm-started along another path after a restore: the same data give
     # the same proposal up to the optimiser's tolerance, not bit for bit.

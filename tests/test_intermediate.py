@@ -142,8 +142,10 @@ def test_hyperband_max_resource_comes_from_static_epochs(tmp_path):
         make(tmp_path, strategy="Hyperband", static_hyperparameters={"lr": 0.1})
 
 
-@pytest.mark.parametrize("executor", ["inline", "process"])
-def test_promotion_resumes_from_the_checkpoint_without_recounting_epochs(tmp_path, executor):
+@pytest.mark.parametrize(
+    ("executor", "model"), [("inline", "random"), ("process", "random"), ("inline", "bayesian")]
+)
+def test_promotion_resumes_from_the_checkpoint_without_recounting_epochs(tmp_path, executor, model):
     job = make(
         tmp_path,
         train=obj.checkpointed,
@@ -152,9 +154,10 @@ def test_promotion_resumes_from_the_checkpoint_without_recounting_epochs(tmp_pat
         max_parallel_jobs=2,
         executor=executor,
         static_hyperparameters={"epochs": 9},
-        strategy_config={"max_resource": 9, "mode": "promotion"},
+        strategy_config={"max_resource": 9, "mode": "promotion", "model": model},
         checkpoint_root=str(tmp_path / "ckpt"),
     ).fit()
+    assert job.describe()["AmtlibDetails"]["Strategy"]["Model"] == model
     promoted = [j for j in job.training_jobs if any(e["event"] == "promoted" for e in j.history)]
     assert promoted
     for j in job.training_jobs:

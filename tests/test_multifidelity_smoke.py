@@ -69,7 +69,7 @@ def test_amtlib_methods_spend_the_budget_and_count_each_epoch_once(method):
     assert budget <= acc["trained"] < budget + R
     if method == "random":
         assert result["jobs"] == budget // R == result["full_length"]
-    if method == "hyperband-promotion":
+    if method in ("hyperband-promotion", "hyperband-bayesian-promotion"):
         assert result["promotions"] > 0
 
 
@@ -143,6 +143,7 @@ def test_cli_runs_caches_and_reports(tmp_path, capsys):
     assert len(runs) == 2 * len(DEFAULT_METHODS)
     assert (tmp_path / "report-c3-r9.md").read_text() in out.out
     assert "Target 1" in out.out and "Target 2" in out.out and "Target 3" in out.out
+    assert "stopping mode, <= Optuna" in out.out and "promotion mode, <= Optuna" in out.out
     curves = json.loads((tmp_path / "curves-c3-r9.json").read_text())
     assert set(curves["lcurve"]["methods"]) == set(DEFAULT_METHODS)
     stamps = [p.stat().st_mtime_ns for p in runs]

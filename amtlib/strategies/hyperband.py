@@ -11,16 +11,13 @@ reweighs by how well each rung level has ranked the jobs that reached the top (:
 back by ``restore``.
 
 When a job reports a step that reaches a rung of its bracket, its value is recorded at that rung
-level and compared with the ``k`` values recorded there so far. With ``rungs="pooled"`` (the default
-for random configurations, as Syne Tune's ``rung_system_per_bracket=False``) one set of rungs is
-shared by every bracket: brackets differ only in where their first decision is, so a job's value at
-level ``L`` is compared with the values at ``L`` of jobs of every bracket that reached it (more
-values, earlier and better-informed decisions). ``rungs="per_bracket"`` (the default with
-``model="bayesian"``) keeps each bracket's rungs apart, as Li et al.'s Hyperband: a gentle bracket's
-jobs are then judged among themselves rather than against survivors of the early rungs, so its
-top-level values stay an unbiased sample, which is what the model needs to learn whether early rungs
-predict the top (with pooled rungs, fewer slow starters reach the top and the model comes to trust
-early rungs too much). Then:
+level and compared with the ``k`` values recorded there so far. With ``rungs="pooled"`` (the
+default, as Syne Tune's ``rung_system_per_bracket=False``) one set of rungs is shared by every
+bracket: brackets differ only in where their first decision is, so a job's value at level ``L`` is
+compared with the values at ``L`` of jobs of every bracket that reached it (more values, earlier
+and better-informed decisions). ``rungs="per_bracket"`` keeps each bracket's rungs apart, as Li et
+al.'s Hyperband: a gentle bracket's jobs are then judged among themselves rather than against
+survivors of the early rungs, which helps when good configurations usually start slowly. Then:
 
 - ``mode="stopping"`` (AMT's behaviour): it continues when its value is among the best
   ``max(1, floor(k / eta))`` of the ``k`` values recorded at that rung so far (ties continuing),
@@ -124,9 +121,8 @@ def hyperband_config(
     config.setdefault("reduction_factor", 3)
     config.setdefault("mode", "stopping")
     config.setdefault("model", "random")
-    # Pooled rungs by default with random configurations; per-bracket ones for model-based
-    # proposals, whose model needs the top-level values of gentle brackets unbiased by early rungs.
-    config.setdefault("rungs", "per_bracket" if config["model"] == "bayesian" else "pooled")
+    # Pooled rungs by default, with random and model-based proposals alike (docs/design.md).
+    config.setdefault("rungs", "pooled")
     # Brackets start at Hyperband's weights and move as the data show how far early rungs predict.
     config.setdefault("bracket_selection", "adaptive")
     for key in ("min_resource", "max_resource", "reduction_factor"):
@@ -237,9 +233,9 @@ class HyperbandStrategy(Strategy):
     ``max_resource`` (required unless a static ``epochs``-like hyperparameter gives it),
     ``reduction_factor`` (default 3), ``mode`` (``"stopping"`` or ``"promotion"``), ``model``
     (``"random"`` or ``"bayesian"``), ``brackets`` (how many of the most aggressive brackets to use;
-    default all, as Hyperband; 1 is ASHA), ``rungs`` (``"pooled"``: one set of rungs shared by all
-    brackets, the default with random configurations; ``"per_bracket"``: the default with
-    ``model="bayesian"``).
+    default all, as Hyperband; 1 is ASHA), ``rungs`` (``"pooled"``, the default: one set of rungs
+    shared by all brackets; ``"per_bracket"``: each bracket its own), ``bracket_selection``
+    (``"adaptive"``, the default, or ``"fixed"``).
     """
 
     name = "Hyperband"
