@@ -57,7 +57,13 @@ if __name__ == "__main__":
 from amtlib import ContinuousParameter  # noqa: E402
 from amtlib.reporting import Action  # noqa: E402
 from amtlib.space import SearchSpace  # noqa: E402
-from amtlib.strategies.hyperband import HyperbandStrategy, rung_levels  # noqa: E402
+from amtlib.strategies.hyperband import (  # noqa: E402
+    HyperbandStrategy,
+    adaptive_bracket_scores,
+    bracket_weights,
+    keep_rate,
+    rung_levels,
+)
 from benchmarks.mf_problems import PROBLEMS, MFProblem  # noqa: E402
 
 CONFIGS = 20  # B = CONFIGS x R, as multifidelity.py's default
@@ -234,11 +240,20 @@ def evaluate(
             runs = [simulate(curves, s, config=VARIANTS[name]) for s in range(seeds)]
             rows[name] = (name, runs)
     reached: dict[str, dict[str, float]] = {}
+    levels = rung_levels(1, max_resource, 3)
+    rates = [keep_rate(curves[:, level - 1], curves[:, -1], 3) for level in levels]
+    implied = bracket_weights(len(levels), 3) * adaptive_bracket_scores(rates, 3)
     lines = [
         f"### {problem.name} ({len(curves)} tabulated configurations, {seeds} seeds, "
         f"B = {budget} epochs)",
         "",
         "Q: " + ", ".join(f"{k} {v:.4f}" for k, v in qs.items()),
+        "",
+        "Keep rates over every row of the table (no survivor bias; chance 1/3) at levels "
+        + ", ".join(f"{level}: {rate:.2f}" for level, rate in zip(levels, rates, strict=True))
+        + "; the bracket weights adaptive selection would reach with them: "
+        + ", ".join(f"{w:.2f}" for w in implied / implied.sum())
+        + ".",
         "",
         "| variant | "
         + " | ".join(f"epochs to Q ({k}) | seeds within B/3" for k in qs)

@@ -6,6 +6,7 @@ import math
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -114,3 +115,19 @@ def test_tabulate_caches_and_extends_its_table(tmp_path, monkeypatch):
     fresh = tmp_path / "again"
     monkeypatch.setattr(mf_tabular, "TABLES", fresh)
     assert np.array_equal(mf_tabular.tabulate(problem, 7), seven)  # same draws from the seed
+
+
+def test_evaluate_reports_every_variant_the_yardsticks_and_the_keep_rates():
+    curves = _table()
+    problem = SimpleNamespace(name="toy")
+    text, reached = mf_tabular.evaluate(problem, curves, 3, ["hyperband", "brackets"])
+    assert set(reached) == {"hyperband", "brackets:0", "brackets:1", "brackets:2", "brackets:3"}
+    assert "| stopping, bracket 0 only (ASHA) |" in text
+    assert "| stopping, bracket 3 only (Random) |" in text
+    assert "stopping, best single bracket in hindsight" in text
+    # Every epoch ranks the rows as the last one does: every level keeps the best of three.
+    assert "levels 1: 1.00, 3: 1.00, 9: 1.00" in text
+    best = min(
+        ("brackets:0", "brackets:1", "brackets:2", "brackets:3"), key=lambda n: reached[n]["table"]
+    )
+    assert reached[best]["table"] <= reached["hyperband"]["table"]
