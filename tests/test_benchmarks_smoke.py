@@ -169,3 +169,23 @@ def test_lag_floor_is_how_much_the_sequential_run_still_gained_in_its_last_evalu
     # A run that stopped improving at evaluation 30 leaves no floor.
     flat = np.tile(np.minimum.accumulate(np.r_[np.linspace(1, 0.1, 30), np.full(20, 0.1)]), (5, 1))
     assert lag_floor(flat, 4) == pytest.approx(1.0)
+
+
+def test_suggestion_speed_is_timed_with_exactly_n_observations_and_one_running_job(monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import suggest_speed
+
+    from amtlib.strategies import BayesianStrategy
+
+    seen: list[tuple[int, int]] = []
+
+    class Recording(BayesianStrategy):
+        def ask(self, n):
+            seen.append((len(self._observed), len(self._pending)))
+            return super().ask(n)
+
+    monkeypatch.setattr(suggest_speed, "BayesianStrategy", Recording)
+    times = suggest_speed.amtlib_times(12, 2, "Linear")
+    assert len(times) == 2 and all(t > 0 for t in times)
+    # Per repeat: the running job is launched, one suggestion is told, then the timed one.
+    assert seen == [(11, 0), (11, 1), (12, 1)] * 2
