@@ -65,13 +65,18 @@ from amtlib.strategies.hyperband import (  # noqa: E402
     rung_levels,
 )
 from benchmarks.mf_problems import PROBLEMS, MFProblem  # noqa: E402
+from benchmarks.multifidelity import (  # noqa: E402
+    FRACTION_LABELS,
+    FRACTIONS,
+    _fmt_epochs,
+    best_at,
+    epochs_to_reach,
+)
 
 CONFIGS = 20  # B = CONFIGS x R, as multifidelity.py's default
-FRACTIONS = (1 / 9, 1 / 3, 2 / 3, 1.0)
-FRACTION_LABELS = ("B/9", "B/3", "2B/3", "B")
 TABLE_SEED = 12345
 
-#: Hyperband strategy_config per named variant (bracket-<b> variants are added per problem).
+#: Hyperband strategy_config per named variant (the SINGLE_BRACKETS groups add one row per bracket).
 VARIANTS: dict[str, dict[str, Any]] = {
     "hyperband": {},
     "hyperband-fixed": {"bracket_selection": "fixed"},
@@ -195,23 +200,11 @@ def simulate(
     return events
 
 
-def epochs_to_reach(events: Sequence[tuple[int, float]], q: float) -> float:
-    """The epochs spent when the best first reached ``q`` (``inf`` if never)."""
-    return next((float(spent) for spent, best in events if best <= q), math.inf)
-
-
-def best_at(events: Sequence[tuple[int, float]], epochs: float) -> float:
-    """The best value known once ``epochs`` epochs are spent (``inf`` before any job ended)."""
-    return min((best for spent, best in events if spent <= epochs), default=math.inf)
-
-
 # ---- report ---------------------------------------------------------------------------------------
 
 
 def _cell(value: float, budget: int) -> str:
-    if not math.isfinite(value) or value > budget:
-        return f"> B ({budget})"
-    return f"{value:.0f} ({value / budget:.2f} B)"
+    return _fmt_epochs(value if value <= budget else math.inf, budget)
 
 
 def evaluate(

@@ -417,7 +417,9 @@ def best_at(curve: Sequence[Sequence[float]], epochs: float) -> float:
     return best
 
 
-def epochs_to_reach(curve: Sequence[Sequence[float]], target: float, budget: float) -> float:
+def epochs_to_reach(
+    curve: Sequence[Sequence[float]], target: float, budget: float = math.inf
+) -> float:
     """The first epoch count at which the best objective is ``<= target`` (``inf``: not within budget)."""
     for e, value in curve:
         if e > budget:
