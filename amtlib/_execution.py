@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from amtlib.records import ObjectiveStatus, Report, TrainingJobStatus, json_safe
-from amtlib.reporting import Action, ChannelSpec, JobContextSpec, TrialStopped, job_context
+from amtlib.reporting import (
+    Action,
+    ChannelSpec,
+    Decision,
+    JobContextSpec,
+    TrialStopped,
+    job_context,
+)
 
 
 @dataclass(frozen=True)
@@ -101,12 +108,33 @@ def parse_result(result: Any, objective_metric_name: str) -> tuple[dict[str, Any
     return metrics, None
 
 
-def _last_reported(reports: tuple[Report, ...]) -> dict[str, Any]:
+def last_reported(reports: tuple[Report, ...]) -> dict[str, Any]:
     """The last reported value of each metric (AMT's objective of a job is the latest value)."""
     metrics: dict[str, Any] = {}
     for report in reports:
         metrics.update(report.metrics)
     return metrics
+
+
+def _with_reported(
+    result: Any, last: dict[str, Any], metric: str, decision: Decision | None
+) -> Any:
+    """What the job's metrics are made of: its return value, completed by its last reports.
+
+    As in AMT, a job's objective is the latest value it reported. A job the tuner stopped or paused
+    (``decision``) gets its last reported objective whatever it returned after catching
+    ``TrialStopped``; a job that ended by itself keeps the objective it returned, or the last one
+    it reported when it returned nothing (or metrics without the objective). Other returned metrics
+    override the reported ones of the same name.
+    """
+    if metric not in last:
+        return result
+    returned = dict(result) if isinstance(result, Mapping) else {}
+    if decision is not None:
+        return {**last, **returned, metric: last[metric]}
+    if result is None or (isinstance(result, Mapping) and metric not in result):
+        return {**last, **returned}
+    return result
 
 
 def run_training_job(spec: JobSpec) -> JobOutcome:
@@ -120,6 +148,7 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
         spec.checkpoint_dir,
         spec.resume_step,
         step_offset=spec.resume_step,
+        objective_metric_name=spec.objective_metric_name,
     )
     result: Any = None
     stopped: TrialStopped | None = None
@@ -133,7 +162,7 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
                 status=TrainingJobStatus.FAILED,
                 objective_status=ObjectiveStatus.FAILED,
                 objective_value=None,
-                metrics=_last_reported(job.reports),
+                metrics=last_reported(job.reports),
                 failure_reason=f"{type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc(),
                 start_time=start,
@@ -141,12 +170,12 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
                 reports=job.reports,
             )
         reports, decision = job.reports, job.decision
-    last = _last_reported(reports)
-    if (stopped is not None or result is None) and spec.objective_metric_name in last:
-        result = last  # no return value: the objective is the last value reported, as in AMT
+    if stopped is not None and decision is None:  # raised by the function itself, not a report
+        decision = Decision(stopped.action, stopped.reason)
+    result = _with_reported(result, last_reported(reports), spec.objective_metric_name, decision)
     metrics, problem = parse_result(result, spec.objective_metric_name)
-    action = stopped.action if stopped is not None else (decision.action if decision else None)
-    reason = stopped.reason if stopped is not None else (decision.reason if decision else None)
+    action = decision.action if decision else None
+    reason = decision.reason if decision else None
     return JobOutcome(
         status=TrainingJobStatus.STOPPED if action else TrainingJobStatus.COMPLETED,
         objective_status=ObjectiveStatus.FAILED if problem else ObjectiveStatus.SUCCEEDED,

@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amtlib._execution import JobOutcome, JobSpec, run_training_job
+from amtlib._execution import JobOutcome, JobSpec, last_reported, run_training_job
 from amtlib._progress import ProgressBar
 from amtlib.errors import AmtlibError, StoreError, TuningJobFailedError, WorkerDiedError
 from amtlib.records import (
@@ -41,6 +41,10 @@ from amtlib.strategies import make_strategy
 
 if TYPE_CHECKING:
     from amtlib.tuner import Tuner
+
+
+# The entries of a decision's reason that hold objective values (as losses, inside the rules).
+_LOSS_KEYS = frozenset({"value", "median", "cutoff"})
 
 
 class Run:
@@ -67,6 +71,17 @@ class Run:
             config = _check_resumable(self.name, store, stored, config)
             store.set_tuning_job_config(self.name, {**config, "limits": self.limits.to_dict()})
             self.jobs = store.get_training_jobs(self.name)
+        # Jobs a crash interrupted run again from the start: what they reported is discarded now,
+        # before the strategy replays the records, so that no rung or median keeps their values.
+        self.discarded: dict[int, dict[str, int]] = {}
+        for job in self.jobs:
+            if job.status is TrainingJobStatus.IN_PROGRESS and job.reports:
+                self.discarded[job.index] = {
+                    "discarded_reports": len(job.reports),
+                    "discarded_up_to_step": max(r.step for r in job.reports),
+                }
+                store.delete_reports(self.name, job.index)
+                self.jobs[job.index] = job.replace(reports=())
         self.state: dict[str, Any] = state
         self.seed = int(config["random_seed"])
         self.strategy = make_strategy(
@@ -176,9 +191,12 @@ class Run:
         now = time.time()
         if self.reruns:  # interrupted by a crash of the tuner: run again from the start
             old = self.jobs[self.reruns.popleft()]
-            self.store.delete_reports(self.name, old.index)
-            self.curves[old.index] = {}
-            event = {"event": "rerun", "time": now, "attempt": old.attempt + 1}
+            event = {
+                "event": "rerun",
+                "time": now,
+                "attempt": old.attempt + 1,
+                **self.discarded.get(old.index, {}),
+            }
             job = TrainingJob(
                 old.index,
                 old.name,
@@ -306,6 +324,7 @@ class Run:
                 elif self.tuner.early_stopper is not None:
                     others = {j: c for j, c in self.curves.items() if j != index}
                     decision = self.tuner.early_stopper.decide(step, loss, others)
+                decision = self.in_metric_units(decision)
             job = self.jobs[index]
             report = Report(
                 step,
@@ -318,6 +337,17 @@ class Run:
             if decision.stops():
                 self.stop_decisions[index] = decision
             return decision
+
+    def in_metric_units(self, decision: Decision) -> Decision:
+        """The decision with the values in its reason as the metric reports them: the rules compare
+        losses, which are the metric negated when it is maximised."""
+        if self.sign > 0 or not decision.reason:
+            return decision
+        reason = {
+            key: -value if key in _LOSS_KEYS and isinstance(value, float) else value
+            for key, value in decision.reason.items()
+        }
+        return Decision(decision.action, reason)
 
     # -- limits -------------------------------------------------------------------------------------
 
@@ -337,19 +367,32 @@ class Run:
                 with self.lock:
                     index = self.running.pop(future)
                     self.server.unregister(index)
-                    job = self.jobs[index].replace(
-                        status=TrainingJobStatus.STOPPED,
-                        objective_status=ObjectiveStatus.FAILED,
-                        end_time=time.time(),
-                        stop_reason={"action": "stop", "reason": reason},
-                        failure_reason=f"Stopped by the tuner: {reason}",
-                    )
+                    job = self.killed(self.jobs[index], reason)
                     self.store.put_training_job(self.name, job)
                     self.jobs[index] = job
                     self.strategy.tell(self.trial(job))
             else:
                 with self.lock:
                     self.to_stop[self.running[future]] = reason
+
+    def killed(self, job: TrainingJob, reason: str) -> TrainingJob:
+        """The record of a running job the tuner killed: as if stopped at its last report (the
+        same record a job stopped at its next report gets), or failed if it reported no objective."""
+        metrics = last_reported(job.reports)
+        value = metrics.get(self.metric)
+        return job.replace(
+            status=TrainingJobStatus.STOPPED,
+            objective_status=ObjectiveStatus.FAILED if value is None else ObjectiveStatus.SUCCEEDED,
+            objective_value=value,
+            metrics=metrics,
+            end_time=time.time(),
+            stop_reason={"action": "stop", "rule": "tuner", "why": reason},
+            failure_reason=(
+                f"Stopped by the tuner ({reason}) before it reported {self.metric!r}"
+                if value is None
+                else None
+            ),
+        )
 
     def abandon_running(self) -> None:
         """On an error or interrupt: cancel or kill what still runs (it stays InProgress and is

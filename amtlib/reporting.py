@@ -883,6 +883,8 @@ class JobContextSpec:
         resume_step: the step a resumed job continues after (its checkpoint's); 0 for a fresh start.
         step_offset: the last step already counted for the job: automatic steps start after it, and
             explicit steps must exceed it. Usually equal to ``resume_step``.
+        objective_metric_name: only reports of this metric count steps; a report without it
+            belongs to the current step. ``None``: every report counts one.
     """
 
     name: str
@@ -892,6 +894,7 @@ class JobContextSpec:
     checkpoint_dir: str | None = None
     resume_step: int = 0
     step_offset: int = 0
+    objective_metric_name: str | None = None
 
 
 class JobContext:
@@ -918,7 +921,10 @@ class JobContext:
         self._client = None if spec.channel is None else ReportClient(spec.channel)
         self._lock = threading.Lock()  # a job may report from several of its own threads
         self._reports: list[Report] = []
-        self._last_step = spec.step_offset
+        self._offset = spec.step_offset
+        self._objective = spec.objective_metric_name
+        self._last_step = spec.step_offset  # of any report
+        self._counted_step = spec.step_offset  # of the last report that counted a step
         self._decision: Decision | None = None
 
     @property
@@ -943,10 +949,13 @@ class JobContext:
         with self._lock:
             if self._decision is not None:
                 raise TrialStopped(self._decision.action, self._decision.reason, self._last_step)
-            step = self._next_step(step)
+            counts = self._objective is None or self._objective in checked
+            step = self._next_step(step, counts)
             record = Report(step, checked, time.time())
             self._reports.append(record)
             self._last_step = step
+            if counts:
+                self._counted_step = step
             if self._client is None:
                 return
             decision = self._client._send(step, checked, record.timestamp)
@@ -954,18 +963,28 @@ class JobContext:
                 self._decision = decision
                 raise TrialStopped(decision.action, decision.reason, step)
 
-    def _next_step(self, step: Any) -> int:
+    def _next_step(self, step: Any, counts: bool) -> int:
+        """The step of a report: one more than the last counted step when it reports the objective
+        metric, else the current step (the last one, at least the first after the offset)."""
         if step is None:
-            return self._last_step + 1
-        if (
-            isinstance(step, bool)
-            or not isinstance(step, numbers.Integral)
-            or step <= self._last_step
-        ):
+            if counts:
+                return max(self._counted_step + 1, self._last_step)
+            return max(self._last_step, self._offset + 1)
+        lowest = max(self._counted_step + 1, self._last_step) if counts else self._last_step
+        lowest = max(lowest, self._offset + 1)
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < lowest:
+            resumed = (
+                f" This job resumed from its checkpoint after step {self._offset} "
+                "(current_job().resume_step): its steps continue from there."
+                if self._offset and (isinstance(step, numbers.Integral) and step <= self._offset)
+                else ""
+            )
             raise ValidationError(
-                f"The 'step' parameter of report() must be an int greater than the previous step "
-                f"({self._last_step}). Got {describe_value(step)} instead. Fix: pass increasing "
-                "steps (e.g. the epoch, from 1), or omit step to count reports automatically."
+                f"The 'step' parameter of report() must be an int of at least {lowest} (the steps "
+                f"of the objective metric increase; a report without it may share the last step)."
+                f" Got {describe_value(step)} instead.{resumed} Fix: pass increasing steps (e.g. "
+                "the epoch, from 1), or omit step to count reports of the objective metric "
+                "automatically."
             )
         return int(step)
 

@@ -159,9 +159,11 @@ class TuningJob:
         return out
 
     def consumed_steps(self) -> int:
-        """Steps (e.g. epochs) trained in all: each job's distinct reported steps, so the steps of a
-        job resumed from its checkpoint are not counted twice."""
-        return sum(len({r.step for r in job.reports}) for job in self.training_jobs)
+        """Steps (e.g. epochs) trained in all: the sum of each job's last step with the objective
+        metric reported. A job resumed from its checkpoint continues its steps, so they are not
+        counted twice; a job that reports every fifth epoch counts all five."""
+        metric = self.objective_metric_name
+        return sum(max(job.steps(metric), default=0) for job in self.training_jobs)
 
     def to_records(self) -> list[dict[str, Any]]:
         """One flat dict per training job, columns as in the SDK's tuning-job analytics."""

@@ -256,7 +256,7 @@ def test_max_runtime_stops_launching_and_kills_running_jobs(tmp_path):
     assert all(j.is_finished() for j in job.training_jobs)
     stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
     assert stopped and all(
-        j.stop_reason == {"action": "stop", "reason": "MaxRuntimeInSeconds reached"}
+        j.stop_reason == {"action": "stop", "rule": "tuner", "why": "MaxRuntimeInSeconds reached"}
         for j in stopped
     )
 

@@ -33,7 +33,8 @@ level it reached, with expected improvement taken at ``max_resource`` (in the sp
 MOBSTER; see :mod:`amtlib.strategies._multifidelity`). The model takes over once ``max(4, d + 2)``
 configurations have a value; even then every third new configuration stays random (BOHB's
 ``random_fraction`` of 1/3, interleaved deterministically as SMAC does), so that a model misled by
-early rungs is still corrected.
+early rungs is still corrected. In a finite space (integer and categorical ranges only) no
+configuration is launched twice, as with Random, and no new job starts once all have been.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from amtlib.reporting import Action, Decision
 from amtlib.space import SearchSpace
 from amtlib.strategies._multifidelity import MultiFidelityGP, Observation
 from amtlib.strategies.base import Strategy, trial_rng
+from amtlib.strategies.random import UnseenDraws
 
 _MODES = ("stopping", "promotion")
 _MODELS = ("random", "bayesian")
@@ -273,6 +275,7 @@ class HyperbandStrategy(Strategy):
         )
         # Distinct configurations with a value before the model takes over (as BOHB's d + 2).
         self._enough = max(4, len(space) + 2)
+        self._draws = UnseenDraws(space)  # a finite space: no configuration twice, then exhausted
 
     # -- new configurations -----------------------------------------------------------------------
 
@@ -321,6 +324,8 @@ class HyperbandStrategy(Strategy):
         return weights, rates
 
     def propose(self, index: int) -> dict[str, Any] | None:
+        if self._draws.exhausted:
+            return None
         rng = trial_rng(self.seed, index)
         rng.random()
         rng.random()  # skip the bracket draw
@@ -336,7 +341,7 @@ class HyperbandStrategy(Strategy):
                 params = self._model.suggest(index, observations, running, launched)
                 if params is not None:
                     return params
-        return self.space.sample(rng)
+        return self._draws.draw(rng)
 
     def _observations(self) -> list[Observation]:
         """Every value recorded at a rung level or at max_resource, by every job (the model's data)."""
@@ -349,6 +354,7 @@ class HyperbandStrategy(Strategy):
     def _launched(self, hyperparameters: Mapping[str, Any]) -> None:
         index = self.n_asked
         self.jobs[index] = _Job(self.bracket_of(index), dict(hyperparameters))
+        self._draws.note(hyperparameters)
         super()._launched(hyperparameters)
 
     def launch_record(self, index: int) -> dict[str, Any]:
@@ -384,16 +390,21 @@ class HyperbandStrategy(Strategy):
             )
         if step < self.min_resource:
             return Decision()
+        decision = Decision()
+        # A report that crosses several rungs at once (steps reported every few epochs) is judged
+        # at each in turn, with its value; the first that ends the job decides.
         for level in self.levels[job.bracket :]:
             if step >= level and level not in job.values:
-                return self._at_rung(index, job, level, loss)
-        return Decision()
+                decision = self._at_rung(index, job, level, step, loss)
+                if decision.stops():
+                    break
+        return decision
 
     def _system(self, bracket: int) -> int:
         """The rung system a bracket records into: one shared by all (pooled) or its own."""
         return 0 if self.pooled else bracket
 
-    def _at_rung(self, index: int, job: _Job, level: int, loss: float) -> Decision:
+    def _at_rung(self, index: int, job: _Job, level: int, step: int, loss: float) -> Decision:
         job.values[level] = loss
         system = self._system(job.bracket)
         rung = self.rungs.setdefault(system, {}).setdefault(level, {})
@@ -401,6 +412,7 @@ class HyperbandStrategy(Strategy):
         values = np.array(list(rung.values()))
         reason: dict[str, Any] = {
             "rule": "successive_halving",
+            "step": step,
             "bracket": job.bracket,
             "rung": level,
             "value": loss,
