@@ -113,3 +113,69 @@ def slow_curve(hp):
     for epoch in range(1, hp["epochs"] + 1):
         time.sleep(0.02)
         amtlib.report(loss=hp["x"] + 1.0 / epoch)
+
+
+def curve_with_side_metric(hp):
+    """Reports the objective and, in its own call, another metric each epoch."""
+    import amtlib
+
+    for epoch in range(1, hp["epochs"] + 1):
+        amtlib.report(loss=hp["x"] + 1.0 / epoch)
+        amtlib.report(lr=0.1 / epoch)
+
+
+def curve_returning_zero(hp):
+    """Catches TrialStopped and returns 0.0, which must not become a stopped job's objective."""
+    import amtlib
+
+    for epoch in range(1, hp["epochs"] + 1):
+        try:
+            amtlib.report(loss=hp["x"] + 1.0 / epoch)
+        except amtlib.TrialStopped:
+            break
+    return 0.0
+
+
+def accuracy_curve(hp):
+    """A metric to maximise: accuracy = x * epoch / 3."""
+    import amtlib
+
+    for epoch in range(1, hp["epochs"] + 1):
+        amtlib.report(acc=hp["x"] * epoch / 3.0)
+
+
+def curve_every_fifth(hp):
+    """Reports the loss every fifth epoch only (steps 5, 10, ...)."""
+    import amtlib
+
+    for epoch in range(5, hp["epochs"] + 1, 5):
+        amtlib.report(loss=hp["x"] + 1.0 / epoch, step=epoch)
+
+
+def reporting_sleeper(hp):
+    """Reports every 0.1 s for far longer than the tests' time limits."""
+    import time
+
+    import amtlib
+
+    for epoch in range(1, 1000):
+        time.sleep(0.1)
+        amtlib.report(loss=hp["x"] + 1.0 / epoch)
+
+
+def interrupted_then_worse(hp):
+    """Each new job is the best so far, except job 2's re-run: its first attempt is interrupted
+    (Ctrl-C) at epoch 4, and the re-run reports 5 worse."""
+    import os
+
+    import amtlib
+
+    job = amtlib.current_job()
+    marker = os.path.join(hp["folder"], "interrupted")
+    rerun = os.path.exists(marker)
+    for epoch in range(1, hp["epochs"] + 1):
+        penalty = 5.0 if job.index == 1 and rerun else 0.0
+        amtlib.report(loss=1.0 / epoch - 0.01 * job.index + penalty)
+        if job.index == 1 and epoch == 4 and not rerun:
+            open(marker, "w").close()
+            raise KeyboardInterrupt

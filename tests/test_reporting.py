@@ -589,3 +589,23 @@ def test_a_report_round_trip_is_well_under_a_millisecond(server):
         per_report = (time.perf_counter() - started) / n
     # Typically ~0.1 ms on loopback; the bound leaves room for a loaded CI machine.
     assert per_report < 2e-3
+
+
+def test_only_reports_of_the_objective_count_steps():
+    with job_context(spec_for(None, objective_metric_name="loss")) as job:
+        report(lr=0.5)  # before the first epoch's loss: that epoch
+        report(loss=1.0)
+        report(lr=0.1)
+        report(lr=0.2, step=1)  # an explicit step may repeat the current one without the loss
+        report(loss=0.9)
+        with pytest.raises(ValidationError, match="at least 3"):
+            report(loss=0.8, step=2)
+        report(loss=0.8, step=5)
+    assert [(r.step, sorted(r.metrics)) for r in job.reports] == [
+        (1, ["lr"]),
+        (1, ["loss"]),
+        (1, ["lr"]),
+        (1, ["lr"]),
+        (2, ["loss"]),
+        (5, ["loss"]),
+    ]

@@ -1,0 +1,170 @@
+"""How a job's record reads once it ends: its objective, its steps, and the reasons it carries."""
+
+from __future__ import annotations
+
+import _objectives as obj
+import pytest
+
+from amtlib import (
+    CategoricalParameter,
+    ContinuousParameter,
+    IntegerParameter,
+    ObjectiveStatus,
+    TrainingJobStatus,
+    Tuner,
+)
+
+RANGES = {"x": ContinuousParameter(0.0, 1.0)}
+
+
+def make(tmp_path, train=obj.curve, **kw):
+    args = dict(
+        objective_metric_name="loss",
+        hyperparameter_ranges=RANGES,
+        objective_type="Minimize",
+        strategy="Hyperband",
+        strategy_config={"max_resource": 9, "brackets": 1},
+        static_hyperparameters={"epochs": 9},
+        max_jobs=8,
+        random_seed=0,
+        job_name="r",
+        store=str(tmp_path / "s.db"),
+        executor="inline",
+    )
+    args.update(kw)
+    return Tuner(train, **args)
+
+
+def test_a_report_without_the_objective_shares_the_epoch(tmp_path):
+    job = make(tmp_path, train=obj.curve_with_side_metric).fit()
+    for j in job.training_jobs:
+        loss_steps = sorted(j.steps("loss"))
+        assert loss_steps == list(range(1, len(loss_steps) + 1))  # one step per epoch
+        lr_steps = sorted(j.steps("lr"))  # at the epoch of its loss (a stopped job's last has none)
+        assert lr_steps == loss_steps[: len(lr_steps)] and len(lr_steps) >= len(loss_steps) - 1
+        assert all(r.decision["reason"] is None for r in j.reports if "loss" not in r.metrics)
+        if j.stop_reason and j.stop_reason["rule"] == "successive_halving":
+            assert j.stop_reason["step"] == j.stop_reason["rung"] == loss_steps[-1]
+    assert any(max(j.steps("loss")) == 9 for j in job.training_jobs)
+    consumed = sum(max(j.steps("loss")) for j in job.training_jobs)
+    assert job.describe()["AmtlibDetails"]["ConsumedSteps"] == consumed
+
+
+def test_a_stopped_job_keeps_its_last_reported_objective_whatever_it_returns(tmp_path):
+    job = make(tmp_path, train=obj.curve_returning_zero).fit()
+    stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert stopped
+    for j in stopped:
+        last = j.reports[-1].metrics["loss"]
+        assert j.objective_value == pytest.approx(last) and j.objective_value > 0.0
+    # Jobs that ran their course return 0.0 on their own: that is their objective.
+    assert any(j.objective_value == 0.0 for j in job.training_jobs if j not in stopped)
+
+
+@pytest.mark.parametrize("strategy", ["Random", "Hyperband"])
+def test_decision_reasons_read_in_the_metric_units_when_maximising(tmp_path, strategy):
+    early = "Auto" if strategy == "Random" else "Off"
+    job = make(
+        tmp_path,
+        train=obj.accuracy_curve,
+        objective_metric_name="acc",
+        objective_type="Maximize",
+        strategy=strategy,
+        early_stopping_type=early,
+        strategy_config={} if strategy == "Random" else {"max_resource": 9, "brackets": 1},
+        max_jobs=10,
+    ).fit()
+    stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert stopped
+    for j in stopped:
+        reason = j.stop_reason
+        assert reason["value"] == pytest.approx(j.reports[-1].metrics["acc"]) and reason["value"] > 0
+        bar = reason["median"] if strategy == "Random" else reason["cutoff"]
+        assert bar > reason["value"]  # stopped for being below the bar, in accuracy
+
+
+def test_a_report_crossing_several_rungs_is_judged_at_each(tmp_path):
+    job = make(
+        tmp_path,
+        train=obj.curve_every_fifth,
+        strategy_config={"max_resource": 27, "brackets": 1},
+        static_hyperparameters={"epochs": 27},
+        max_jobs=6,
+    ).fit()
+    first = job.training_jobs[0].reports[0]  # step 5 crosses rungs 1 and 3: both recorded
+    assert first.step == 5 and first.decision["reason"]["rung"] == 3
+    for j in job.training_jobs[1:]:
+        if j.stop_reason and j.stop_reason.get("rule") == "successive_halving":
+            assert j.stop_reason["step"] in (5, 10)
+            assert j.stop_reason["rung"] in (1, 3, 9)
+
+
+def test_hyperband_never_repeats_a_configuration_of_a_finite_space(tmp_path):
+    ranges = {"k": IntegerParameter(1, 3), "opt": CategoricalParameter(["a", "b"])}
+
+    def train_k(hp):  # noqa: ARG001 (Hyperband needs reports; the loss does not matter here)
+        import amtlib
+
+        for epoch in range(1, 4):
+            amtlib.report(loss=hp["k"] + 1.0 / epoch)
+
+    job = make(
+        tmp_path,
+        train=train_k,
+        hyperparameter_ranges=ranges,
+        strategy_config={"max_resource": 3},
+        max_jobs=50,
+    ).fit()
+    seen = [(j.hyperparameters["k"], j.hyperparameters["opt"]) for j in job.training_jobs]
+    assert len(seen) == len(set(seen)) == 6
+    assert "nothing left" in job.describe()["AmtlibDetails"]["CompletionReason"]
+
+
+def test_a_job_killed_at_the_time_limit_keeps_its_last_report(tmp_path):
+    job = make(
+        tmp_path,
+        train=obj.reporting_sleeper,
+        strategy="Random",
+        strategy_config={},
+        executor="process",
+        max_parallel_jobs=2,
+        max_runtime_in_seconds=3.0,
+    ).fit()
+    killed = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert killed
+    for j in killed:
+        assert j.stop_reason == {
+            "action": "stop",
+            "rule": "tuner",
+            "why": "MaxRuntimeInSeconds reached",
+        }
+        if j.reports:  # what it reported before the kill is its objective
+            assert j.objective_status is ObjectiveStatus.SUCCEEDED
+            assert j.objective_value == pytest.approx(j.reports[-1].metrics["loss"])
+        else:
+            assert j.objective_status is ObjectiveStatus.FAILED
+    assert job.best_training_job is not None
+
+
+def test_a_job_rerun_after_a_crash_is_judged_afresh(tmp_path):
+    folder = str(tmp_path)
+    tuner = make(
+        tmp_path,
+        train=obj.interrupted_then_worse,
+        static_hyperparameters={"epochs": 9, "folder": folder},
+        max_jobs=4,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        tuner.fit()
+    job = tuner.fit()
+    rerun = job.training_jobs[1]
+    assert rerun.attempt == 2
+    event = [e for e in rerun.history if e["event"] == "rerun"][0]
+    assert event["discarded_reports"] == 4 and event["discarded_up_to_step"] == 4
+    # Its re-run reports 5 worse than job 1: stopped at the first rung, where it is judged on its
+    # new value (the lost attempt's values at rungs 1 and 3 were the best).
+    assert rerun.status is TrainingJobStatus.STOPPED
+    assert rerun.stop_reason["rung"] == 1 and rerun.stop_reason["value"] > 5.0
+    later = job.training_jobs[2].reports[0].decision["reason"]
+    assert later["recorded"] == 3 and later["cutoff"] < 1.0  # the re-run's value, not the old one
+    assert [j.status for j in job.training_jobs[2:]] == [TrainingJobStatus.COMPLETED] * 2
