@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 # The entries of a decision's reason that hold objective values (as losses, inside the rules).
 _LOSS_KEYS = frozenset({"value", "median", "cutoff"})
+_SHUTTING_DOWN = "the tuner is shutting down"
+# While it runs, the tuning job's state (runtime so far, the strategy's description) is saved at
+# most this often, so a crash loses little runtime and other processes see progress.
+_STATE_EVERY_SECONDS = 1.0
 
 
 class Run:
@@ -95,6 +99,8 @@ class Run:
         self.stop_decisions: dict[int, Decision] = {}  # the decision that ended a running job
         self.to_stop: dict[int, str] = {}  # running jobs to stop at their next report
         self.exhausted = self.out_of_time = False
+        self.interruption: str | None = None  # why fit() ended early, if it did
+        self.state_saved = 0.0
         self.finished_here = self.failed_here = 0
         self.ever_succeeded = any(
             j.objective_status is ObjectiveStatus.SUCCEEDED for j in self.jobs
@@ -130,6 +136,7 @@ class Run:
 
     def execute(self) -> None:
         self.started = self.clock()
+        self.runtime_before = float(self.state.get("runtime_seconds", 0.0))
         self.executor, owned = _resolve_executor(self.tuner.executor, self.limits.max_parallel_jobs)
         self.server = ReportServer(
             self.on_report,
@@ -138,6 +145,8 @@ class Run:
         ).start()
         self.save_state(status="InProgress", end_time=None, completion_reason=None)
         status = "Stopped"
+        # A tuning job whose time was spent by earlier fit() calls launches nothing more.
+        self.out_of_time = self.time_left() == 0.0
         try:
             while True:
                 self.launch()
@@ -153,11 +162,17 @@ class Run:
         except TuningJobFailedError as exc:
             status = "Failed"
             self.state["failure_reason"] = str(exc)
+            self.interruption = "initial_failure_limit reached"
+            raise
+        except BaseException as exc:  # Ctrl-C, or a bug: what finished is kept, the rest re-runs
+            self.interruption = f"Interrupted ({type(exc).__name__})"
             raise
         finally:
             self.abandon_running()
             if owned:
                 self.executor.shutdown(wait=True, cancel_futures=True)
+                self.record_finished_meanwhile()
+            self.running.clear()
             self.server.close()
             if self.temporary_checkpoints and self.checkpoints is not None:
                 shutil.rmtree(self.checkpoints, ignore_errors=True)  # nothing kept the store either
@@ -235,6 +250,12 @@ class Run:
         return job, 0
 
     def finish(self, future: Future[JobOutcome]) -> None:
+        job = self.record(future)
+        self.progress.add([job])
+        self.check_failures(job)
+
+    def record(self, future: Future[JobOutcome]) -> TrainingJob:
+        """Store a finished job's record, then tell the strategy."""
         with self.lock:
             index = self.running.pop(future)
             self.server.unregister(index)
@@ -242,8 +263,9 @@ class Run:
             self.store.put_training_job(self.name, job)  # durable before anything depends on it
             self.jobs[index] = job
             self.strategy.tell(self.trial(job))
-        self.progress.add([job])
-        self.check_failures(job)
+            if time.monotonic() - self.state_saved >= _STATE_EVERY_SECONDS:
+                self.save_state()  # the runtime so far, should the tuner crash
+        return job
 
     def apply_outcome(self, job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
         """The job's record once its future is done."""
@@ -355,7 +377,7 @@ class Run:
         limit = self.limits.max_runtime_in_seconds
         if limit is None:
             return None
-        spent = float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
+        spent = self.runtime_before + self.clock() - self.started
         return max(0.0, limit - spent)
 
     def stop_all(self, reason: str) -> None:
@@ -399,12 +421,27 @@ class Run:
         re-run on resume); what cannot be killed is told to stop at its next report."""
         kill = getattr(self.executor, "kill", None)
         for future, index in list(self.running.items()):
-            if not future.cancel() and not (kill is not None and kill(future)):
+            if future.cancel() or (kill is not None and kill(future)):
+                del self.running[future]
+            else:
                 with self.lock:
-                    self.to_stop[index] = "the tuner is shutting down"
-        self.running.clear()
+                    self.to_stop[index] = _SHUTTING_DOWN
+
+    def record_finished_meanwhile(self) -> None:
+        """After waiting for the jobs that could not be killed: keep those that ended by themselves
+        (those stopped because the tuner was shutting down stay InProgress, and re-run on resume)."""
+        for future, index in list(self.running.items()):
+            decision = self.stop_decisions.get(index)
+            interrupted = decision is not None and (decision.reason or {}).get("why") == _SHUTTING_DOWN
+            if future.done() and not future.cancelled() and not interrupted:
+                try:
+                    self.record(future)
+                except Exception:  # recording is best effort here: the job simply re-runs
+                    continue
 
     def completion_reason(self) -> str:
+        if self.interruption is not None:
+            return self.interruption
         if self.out_of_time:
             return "MaxRuntimeInSeconds reached"
         if self.exhausted:
@@ -412,15 +449,14 @@ class Run:
         return "MaxNumberOfTrainingJobs reached"
 
     def save_state(self, **changes: Any) -> None:
+        changes["runtime_seconds"] = self.runtime_before + self.clock() - self.started
         if changes.get("end_time") is not None:
-            changes["runtime_seconds"] = (
-                float(self.state.get("runtime_seconds", 0.0)) + self.clock() - self.started
-            )
             changes["completion_reason"] = self.completion_reason()
         self.state.update(
             changes, last_modified_time=time.time(), strategy=self.strategy.describe()
         )
         self.store.set_tuning_job_state(self.name, self.state)
+        self.state_saved = time.monotonic()
 
     def checkpoint_dir(self, job: TrainingJob) -> str | None:
         if self.checkpoints is None:
@@ -459,14 +495,29 @@ def _check_resumable(
     if config["random_seed"] is None or config["random_seed"] == stored.get("random_seed"):
         config = {**config, "random_seed": stored.get("random_seed")}
     for key, value in config.items():
-        if json.loads(json.dumps(value)) != stored.get(key):
+        # Compared as JSON text: key order (the ranges' order is the grid's and the encoding's)
+        # and types (1, 1.0 and True) count.
+        given = json.loads(json.dumps(value))
+        if json.dumps(given) != json.dumps(stored.get(key)):
             raise StoreError(
-                f"Tuning job {name!r} already exists in store {store.path!r} with another {key!r}: "
-                f"stored {stored.get(key)!r}, given {value!r}. A tuning job resumes only with the "
+                f"Tuning job {name!r} already exists in store {store.path!r} with another {key!r}"
+                f"{_difference(stored.get(key), given)}. A tuning job resumes only with the "
                 "configuration it was created with (limits may change). Fix: pass a new job_name, "
                 "or the stored configuration to resume it."
             )
     return config
+
+
+def _difference(stored: Any, given: Any) -> str:
+    """Where a stored and a given configuration entry differ, for the error message."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        if list(stored) != list(given) and sorted(stored) == sorted(given):
+            return f": the same names in another order (stored {list(stored)}, given {list(given)})"
+        for name in [*stored, *(k for k in given if k not in stored)]:
+            a, b = json.dumps(stored.get(name)), json.dumps(given.get(name))
+            if a != b:
+                return f": {name!r} is stored as {a:.300}, given as {b:.300}"
+    return f": stored {json.dumps(stored):.300}, given {json.dumps(given):.300}"
 
 
 def _resolve_executor(

@@ -179,3 +179,18 @@ def interrupted_then_worse(hp):
         if job.index == 1 and epoch == 4 and not rerun:
             open(marker, "w").close()
             raise KeyboardInterrupt
+
+
+def interrupts_the_tuner(hp):
+    """Job 2 interrupts the tuner's main thread (as Ctrl-C would) while job 1 runs too, then both
+    finish anyway."""
+    import _thread
+    import time
+
+    import amtlib
+
+    if amtlib.current_job().index == 1:
+        time.sleep(0.2)  # the tuner is waiting for jobs 1 and 2 by now
+        _thread.interrupt_main()
+    time.sleep(0.4)
+    return {"loss": hp["x"]}

@@ -1,0 +1,120 @@
+"""Resuming a tuning job: what must match, what is kept, and what the records say afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import _objectives as obj
+import pytest
+
+from amtlib import (
+    CategoricalParameter,
+    ContinuousParameter,
+    IntegerParameter,
+    StoreError,
+    TrainingJobStatus,
+    Tuner,
+    TuningJob,
+)
+
+RANGES = {"x": ContinuousParameter(0.0, 1.0)}
+
+
+def constant(hp):
+    return 1.0
+
+
+def make(tmp_path, train=obj.quadratic, **kw):
+    args = dict(
+        objective_metric_name="loss",
+        hyperparameter_ranges=RANGES,
+        strategy="Random",
+        max_jobs=4,
+        random_seed=0,
+        job_name="j",
+        store=str(tmp_path / "s.db"),
+        executor="inline",
+    )
+    args.update(kw)
+    return Tuner(train, **args)
+
+
+def test_resuming_with_the_ranges_in_another_order_is_refused(tmp_path):
+    grid = {"n": IntegerParameter(1, 3), "o": CategoricalParameter(["a", "b"])}
+    make(tmp_path, train=constant, hyperparameter_ranges=grid, strategy="Grid", max_jobs=None).fit()
+    reordered = dict(reversed(list(grid.items())))
+    with pytest.raises(StoreError, match=r"another order \(stored \['n', 'o'\]"):
+        make(
+            tmp_path, train=constant, hyperparameter_ranges=reordered, strategy="Grid", max_jobs=None
+        ).fit()
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0], [True, 2]])
+def test_resuming_with_values_of_another_type_is_refused(tmp_path, values):
+    make(tmp_path, train=constant, hyperparameter_ranges={"k": CategoricalParameter([1, 2])}).fit()
+    with pytest.raises(StoreError, match=r"another 'ranges': 'k' is stored as"):
+        make(
+            tmp_path, train=constant, hyperparameter_ranges={"k": CategoricalParameter(values)}
+        ).fit()
+
+
+def test_a_spent_time_limit_launches_nothing_more(tmp_path):
+    tuner = make(
+        tmp_path,
+        train=obj.sleepy_short,
+        max_jobs=10_000,
+        max_runtime_in_seconds=0.5,
+        executor="thread",
+        max_parallel_jobs=2,
+    )
+    first = len(tuner.fit().training_jobs)
+    again = tuner.fit()
+    assert len(again.training_jobs) == first
+    assert again.describe()["AmtlibDetails"]["CompletionReason"] == "MaxRuntimeInSeconds reached"
+
+
+def test_jobs_that_finish_while_an_interrupted_tuner_waits_are_kept(tmp_path):
+    tuner = make(
+        tmp_path, train=obj.interrupts_the_tuner, executor="thread", max_parallel_jobs=2, max_jobs=6
+    )
+    with pytest.raises(KeyboardInterrupt):
+        tuner.fit()
+    stored = TuningJob.load("j", str(tmp_path / "s.db"))
+    assert stored.describe()["AmtlibDetails"]["CompletionReason"] == "Interrupted (KeyboardInterrupt)"
+    # The two jobs running at the interrupt ran to their end while the tuner waited for them:
+    # recorded, not left to re-run.
+    assert [j.status for j in stored.training_jobs] == [TrainingJobStatus.COMPLETED] * 2
+    resumed = tuner.fit()
+    assert len(resumed.training_jobs) == 6
+    assert all(j.attempt == 1 for j in resumed.training_jobs)
+
+
+def test_the_runtime_spent_before_a_crash_counts(tmp_path):
+    store = tmp_path / "s.db"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import _objectives as obj
+        from amtlib import ContinuousParameter, Tuner
+        Tuner(obj.sleepy, "loss", {{"x": ContinuousParameter(0.0, 1.0)}}, strategy="Random",
+              max_jobs=1000, job_name="j", store={str(store)!r}, executor="inline").fit()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if store.exists() and len(TuningJob.load("j", str(store)).training_jobs) >= 8:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    runtime = TuningJob.load("j", str(store)).describe()["ConsumedResources"]["RuntimeInSeconds"]
+    assert runtime >= 1.5  # 8+ jobs of 0.4 s ran; the state is saved at least every second
