@@ -432,7 +432,9 @@ class Run:
         (those stopped because the tuner was shutting down stay InProgress, and re-run on resume)."""
         for future, index in list(self.running.items()):
             decision = self.stop_decisions.get(index)
-            interrupted = decision is not None and (decision.reason or {}).get("why") == _SHUTTING_DOWN
+            interrupted = (
+                decision is not None and (decision.reason or {}).get("why") == _SHUTTING_DOWN
+            )
             if future.done() and not future.cancelled() and not interrupted:
                 try:
                     self.record(future)

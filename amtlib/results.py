@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from amtlib.errors import ValidationError, describe_value
 from amtlib.records import ObjectiveStatus, TrainingJob, TrainingJobStatus
 from amtlib.store import SQLiteStore, open_store
 
@@ -44,8 +45,11 @@ class TuningJob:
     def load(
         cls, name: str, store: str | os.PathLike[str] | SQLiteStore = "amtlib.db"
     ) -> TuningJob:
-        """Read a tuning job from a store (like the SDK's ``HyperparameterTuner.attach``)."""
-        db, owned = open_store(store)
+        """Read a tuning job from a store (like the SDK's ``HyperparameterTuner.attach``).
+
+        Reading never creates a store: a path where none exists raises :class:`StoreError`.
+        """
+        db, owned = open_store(store, create=False)
         try:
             config, state = db.get_tuning_job(name)
             return cls(name, config, state, db.get_training_jobs(name))
@@ -166,10 +170,16 @@ class TuningJob:
         return sum(max(job.steps(metric), default=0) for job in self.training_jobs)
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One flat dict per training job, columns as in the SDK's tuning-job analytics."""
+        """One flat dict per training job, columns as in the SDK's tuning-job analytics.
+
+        amtlib adds ``StopRule`` (the rule that stopped or paused the job: ``"median"``,
+        ``"successive_halving"``, ``"tuner"``, ...) and ``StopStep`` (the step it was judged at), both
+        ``None`` for a job that ran to its end.
+        """
         names = list(self.config["ranges"])
         rows = []
         for job in self.training_jobs:
+            stop = job.stop_reason or {}
             row: dict[str, Any] = {name: job.hyperparameters.get(name) for name in names}
             row.update(
                 {
@@ -182,6 +192,8 @@ class TuningJob:
                     "TrainingEndTime": job.end_time,
                     "TrainingElapsedTimeSeconds": job.training_time,
                     "FailureReason": job.failure_reason,
+                    "StopRule": stop.get("rule") or None,
+                    "StopStep": stop.get("step"),
                 }
             )
             for metric, value in job.metrics.items():
@@ -200,8 +212,13 @@ class TuningJob:
             ) from exc
         return pandas.DataFrame.from_records(self.to_records())
 
-    def leaderboard(self, top: int = 10) -> str:
-        """The best ``top`` training jobs as a text table, best first."""
+    def leaderboard(self, top: int | None = 10) -> str:
+        """The best ``top`` training jobs (every one with ``None``) as a text table, best first."""
+        if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+            raise ValidationError(
+                "The 'top' parameter of TuningJob.leaderboard must be a positive int or None "
+                f"(every training job). Got {describe_value(top)} instead. Fix: pass e.g. top=10."
+            )
         sign = -1.0 if self.objective_type == "Maximize" else 1.0
         done = [j for j in self.training_jobs if j.objective_status is ObjectiveStatus.SUCCEEDED]
         done.sort(key=lambda j: (sign * j.objective_value, j.index))  # type: ignore[operator]

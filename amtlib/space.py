@@ -21,7 +21,8 @@ import enum
 import itertools
 import math
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -70,14 +71,49 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+#: Integer bounds lie in ``[-2**53, 2**53]``, where every integer is exact as a float: the unit-cube
+#: encoding works in floats, and beyond that neighbouring integers share a float.
+MAX_EXACT_INTEGER = 2**53
+#: The most configurations strategy="Grid" runs, and the most values ``IntegerParameter.values()``
+#: lists: a larger range is for Random, Bayesian or Hyperband, which draw from it without listing it.
+MAX_GRID_SIZE = 1_000_000
+
+
+def _finite_float(value: object) -> float | None:
+    """``value`` as a finite float, or ``None`` (NaN, infinite, or too large for a float)."""
+    if not _is_real(value):
+        return None
+    try:
+        as_float = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return None
+    return as_float if math.isfinite(as_float) else None
+
+
+def _whole(value: object) -> int | None:
+    """``value`` as an int when it is a whole number (an int, or a float such as ``3.0``)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    as_float = _finite_float(value)
+    return int(as_float) if as_float is not None and as_float.is_integer() else None
+
+
 def _check_bounds(kind: str, min_value: object, max_value: object, integer: bool) -> None:
     label = f"{kind}(min_value={min_value!r}, max_value={max_value!r})"
     for name, value in (("min_value", min_value), ("max_value", max_value)):
         if integer:
-            ok = _is_real(value) and math.isfinite(value) and float(value).is_integer()  # type: ignore[arg-type]
+            whole = _whole(value)
+            ok = whole is not None
             rule, fix = "an integer", f"pass a whole number such as {name}=1"
+            if ok and abs(whole) > MAX_EXACT_INTEGER:  # type: ignore[arg-type]
+                raise ValidationError(
+                    f"{label}: {name} must be between -2**53 and 2**53 ({MAX_EXACT_INTEGER}), "
+                    "where every integer is exact as a float. Got "
+                    f"{describe_value(value)} instead. Fix: shift or rescale the hyperparameter "
+                    "(e.g. search its exponent and compute the value in your training function)."
+                )
         else:
-            ok = _is_real(value) and math.isfinite(value)  # type: ignore[arg-type]
+            ok = _finite_float(value) is not None
             rule, fix = "a finite real number", f"pass a number such as {name}=0.5"
         if not ok:
             raise ValidationError(
@@ -89,6 +125,37 @@ def _check_bounds(kind: str, min_value: object, max_value: object, integer: bool
             f"max_value={max_value!r}. Fix: swap them, or use a CategoricalParameter or a static "
             "hyperparameter for a single value."
         )
+    if not integer and not math.isfinite(float(max_value) - float(min_value)):  # type: ignore[arg-type]
+        raise ValidationError(
+            f"{label}: max_value - min_value must be finite as a float. Got min_value="
+            f"{min_value!r}, max_value={max_value!r}, whose difference overflows to inf. Fix: "
+            "narrow the range, or rescale the hyperparameter (e.g. search its exponent)."
+        )
+
+
+def _check_scale_width(label: str, low: float, high: float, scaling: ScalingType) -> None:
+    """Refuse a range whose ends map to the same float on a scale the strategies may search."""
+    options = [scaling]
+    if scaling is ScalingType.AUTO:
+        # the Bayesian strategy may search an Auto range on these scales too
+        options = [ScalingType.LINEAR]
+        if low > 0:
+            options.append(ScalingType.LOGARITHMIC)
+        if low >= 0 and high < 1:
+            options.append(ScalingType.REVERSE_LOGARITHMIC)
+    for option in options:
+        t = _Transform(low, high, option)
+        width = t._b - t._a
+        if not (math.isfinite(width) and width != 0):
+            auto = scaling is ScalingType.AUTO
+            tried = " (which 'Auto' lets the Bayesian strategy try)" if auto else ""
+            other = "scaling_type='Linear'" if auto else "'Linear'"
+            raise ValidationError(
+                f"{label}: the range is too narrow to search on a {option.value} scale{tried}: "
+                "both ends map to the same float. Got a range of relative width "
+                f"{(high - low) / max(abs(low), abs(high)):.3g}. Fix: widen the range, or pass "
+                f"{other}."
+            )
 
 
 class _Transform:
@@ -156,6 +223,10 @@ class Parameter:
         """True when the range has finitely many values (integer or categorical)."""
         return True
 
+    def size(self) -> int | None:
+        """How many values the range has, or ``None`` when it is continuous (never lists them)."""
+        raise NotImplementedError
+
     def values(self) -> list[Value]:
         """Every value of a finite range, in order."""
         raise NotImplementedError
@@ -190,7 +261,7 @@ class _NumericParameter(Parameter):
         label = f"{kind}(min_value={min_value!r}, max_value={max_value!r})"
         scaling = ScalingType.parse(scaling_type, where=f"{label}: scaling_type")
         if self._integer:
-            min_value, max_value = int(min_value), int(max_value)
+            min_value, max_value = _whole(min_value), _whole(max_value)
         else:
             min_value, max_value = float(min_value), float(max_value)
         if scaling is ScalingType.LOGARITHMIC:
@@ -216,6 +287,10 @@ class _NumericParameter(Parameter):
                     f"Got min_value={min_value!r}, max_value={max_value!r}. Fix: keep the range "
                     "inside [0, 1), or use 'Linear'/'Logarithmic'."
                 )
+        if self._integer:
+            _check_scale_width(label, min_value - 0.5, max_value + 0.5, scaling)
+        else:
+            _check_scale_width(label, min_value, max_value, scaling)
         object.__setattr__(self, "min_value", min_value)
         object.__setattr__(self, "max_value", max_value)
         object.__setattr__(self, "scaling_type", scaling)
@@ -245,6 +320,9 @@ class _NumericParameter(Parameter):
     def is_finite(self) -> bool:
         return self._integer
 
+    def size(self) -> int | None:
+        return self.max_value - self.min_value + 1 if self._integer else None
+
     @property
     def effective_scaling(self) -> ScalingType:
         """The scale Random, Grid and Hyperband search with: ``Auto`` is searched as ``Linear``."""
@@ -265,11 +343,8 @@ class _NumericParameter(Parameter):
         }
 
     def _check_value(self, value: Any, name: str) -> Value:
-        if self._integer:
-            ok = _is_real(value) and math.isfinite(value) and float(value).is_integer()
-        else:
-            ok = _is_real(value) and math.isfinite(value)
-        if not ok or not self.min_value <= value <= self.max_value:
+        convert = _whole if self._integer else _finite_float
+        if convert(value) is None or not self.min_value <= value <= self.max_value:
             raise ValidationError(
                 f"Hyperparameter {name!r}: the value must lie in [{self.min_value!r}, "
                 f"{self.max_value!r}] ({self!r}). Got {describe_value(value)} instead. "
@@ -325,15 +400,28 @@ class IntegerParameter(_NumericParameter):
     _integer = True
 
     def values(self) -> list[Value]:
+        """Every integer of the range, at most ``MAX_GRID_SIZE`` of them (else ValidationError)."""
+        self._check_listable()
         return list(range(self.min_value, self.max_value + 1))
 
     def probabilities(self) -> np.ndarray:
         """Probability of each value under a uniform draw of the unit interval (its scale)."""
+        self._check_listable()
         edges = self._transform.to_unit(
             np.arange(self.min_value - 0.5, self.max_value + 1.0, 1.0, dtype=float)
         )
         p = np.diff(edges)
         return p / p.sum()
+
+    def _check_listable(self) -> None:
+        size = self.max_value - self.min_value + 1
+        if size > MAX_GRID_SIZE:
+            raise ValidationError(
+                f"{self!r} has {size} values, too many to list (at most {MAX_GRID_SIZE}). "
+                "Fix: search it with strategy='Random', 'Bayesian' or 'Hyperband', which draw "
+                "from it without listing it, or list the values to try with "
+                "CategoricalParameter([...])."
+            )
 
 
 def _value_key(value: object) -> tuple[str, object]:
@@ -354,12 +442,7 @@ class CategoricalParameter(Parameter):
     _values: tuple[Value, ...]
 
     def __init__(self, values: Sequence[Value]) -> None:
-        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, set, frozenset)):
-            raise ValidationError(
-                f"CategoricalParameter: values must be a list of choices. Got "
-                f"{describe_value(values)} instead. Fix: wrap them in a list, e.g. "
-                f"CategoricalParameter([{values!r}])."
-            )
+        _check_choices(values)
         values = list(values)
         if not values:
             raise ValidationError(
@@ -396,6 +479,9 @@ class CategoricalParameter(Parameter):
     def n_dims(self) -> int:
         return len(self._values)
 
+    def size(self) -> int:
+        return len(self._values)
+
     def values(self) -> list[Value]:
         return list(self._values)
 
@@ -423,6 +509,27 @@ class CategoricalParameter(Parameter):
 
     def _decode(self, u: np.ndarray) -> Value:
         return self._values[int(np.argmax(u))]
+
+
+def _check_choices(values: object) -> None:
+    """Refuse anything but an ordered collection of choices, with a fix that works for it."""
+    if isinstance(values, Sequence) and not isinstance(values, (str, bytes)):
+        return
+    head = "CategoricalParameter: values must be a list of choices (or a tuple), in a fixed order."
+    if isinstance(values, AbstractSet):
+        # A set's order follows the string hashes, which PYTHONHASHSEED changes from run to run.
+        raise ValidationError(
+            f"{head} Got {describe_value(values)} instead, whose order can change between runs "
+            "(it follows PYTHONHASHSEED), so the search would not be reproducible. Fix: pass a "
+            "list, e.g. CategoricalParameter(sorted(values))."
+        )
+    if isinstance(values, np.ndarray):
+        fix = "pass values.tolist(), e.g. CategoricalParameter(values.tolist())"
+    elif isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
+        fix = "pass list(values), e.g. CategoricalParameter(list(values))"
+    else:
+        fix = f"wrap them in a list, e.g. CategoricalParameter([{values!r}])"
+    raise ValidationError(f"{head} Got {describe_value(values)} instead. Fix: {fix}.")
 
 
 def _plain(value: Any) -> Any:
@@ -517,10 +624,14 @@ class SearchSpace:
         return all(p.is_finite for p in self.ranges.values())
 
     def size(self) -> int | None:
-        """Number of distinct configurations, or ``None`` when a range is continuous."""
-        if not self.is_finite:
+        """Number of distinct configurations, or ``None`` when a range is continuous.
+
+        Counted, never listed: an ``IntegerParameter(1, 10**9)`` costs nothing here.
+        """
+        sizes = [p.size() for p in self.ranges.values()]
+        if any(size is None for size in sizes):
             return None
-        return math.prod(len(p.values()) for p in self.ranges.values())
+        return math.prod(sizes)  # type: ignore[arg-type]
 
     def configurations(self) -> Iterator[dict[str, Value]]:
         """Every configuration of a finite space, first range slowest (``itertools.product``)."""

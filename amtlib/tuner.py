@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 import secrets
@@ -20,6 +21,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from amtlib._run import Run
 from amtlib.errors import (
     ValidationError,
@@ -27,7 +30,7 @@ from amtlib.errors import (
 )
 from amtlib.records import ObjectiveType
 from amtlib.results import TuningJob
-from amtlib.space import Parameter, SearchSpace
+from amtlib.space import MAX_GRID_SIZE, Parameter, SearchSpace
 from amtlib.stopping import MedianStopper, parse_early_stopping
 from amtlib.store import SQLiteStore, open_store
 from amtlib.strategies import make_strategy, parse_strategy
@@ -61,10 +64,26 @@ _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EXECUTOR_NAMES = ("process", "thread", "inline")
 
 
+def _is_int(value: Any) -> bool:
+    """An int of any kind (Python's, numpy's) but not a bool: ``True`` is no count of jobs."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _positive_seconds(value: Any) -> bool:
+    """A finite number > 0 of any kind (Python's, numpy's), not a bool."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        return False
+    return math.isfinite(seconds) and seconds > 0
+
+
 def _positive_int(name: str, value: Any, *, optional: bool, fix: str) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_int(value) or value < 1:
         none = " or None" if optional else ""
         raise ValidationError(
             f"The {name!r} parameter of Tuner must be an int >= 1{none}. "
@@ -95,6 +114,7 @@ def _check_static(
             "The 'static_hyperparameters' parameter of Tuner must be a dict of name -> value. "
             f"Got {describe_value(static)} instead. Fix: pass a dict such as {{'epochs': 10}}."
         )
+    out: dict[str, Any] = {}
     for name, value in static.items():
         if not isinstance(name, str) or not name:
             raise ValidationError(
@@ -107,16 +127,63 @@ def _check_static(
                 f"(static_hyperparameters={{{name!r}: {value!r}}}). A hyperparameter is one or the "
                 "other. Fix: remove it from one of them."
             )
+        value = _plain(value)
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):
+            fix = (
+                "pass value.tolist() for a numpy array"
+                if _holds_array(value)
+                else "load that object inside the training function, or bind it with "
+                "functools.partial(train, ...)"
+            )
             raise ValidationError(
                 f"static_hyperparameters[{name!r}] must be JSON-serialisable (str, number, bool, "
-                f"None, list, dict) so the store can record it. Got {describe_value(value)}. Fix: "
-                "load that object inside the training function, or bind it with "
-                "functools.partial(train, ...)."
+                f"None, list, dict) so the store can record it. Got {describe_value(value)}. "
+                f"Fix: {fix}."
             ) from None
-    return dict(static)
+        out[name] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars, also inside lists, tuples and dicts, as Python scalars (``np.int64(10)`` -> 10)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    # Containers are rebuilt only when they held a numpy scalar, so the job gets its own object.
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        if any(a is not b for a, b in zip(items, value, strict=True)):
+            return items if isinstance(value, list) else tuple(items)
+    elif isinstance(value, dict):
+        pairs = {k: _plain(v) for k, v in value.items()}
+        if any(pairs[k] is not v for k, v in value.items()):
+            return pairs
+    return value
+
+
+def _holds_array(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_array(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_array(v) for v in value.values())
+    return False
+
+
+def _check_grid_size(space: SearchSpace) -> None:
+    """Refuse a grid too large to run, before anything lists its values."""
+    size = space.size()
+    if size is None or size <= MAX_GRID_SIZE:
+        return  # a continuous range is refused by check_grid_space, with its own message
+    sizes = {name: param.size() for name, param in space}
+    raise ValidationError(
+        f"The 'hyperparameter_ranges' parameter of Tuner makes a grid too large: {size} "
+        f"configurations (values per range: {sizes}), more than the {MAX_GRID_SIZE} that "
+        "strategy='Grid' runs. Fix: narrow the integer ranges, list the values to try with "
+        "CategoricalParameter([...]), or use strategy='Random' or 'Bayesian'."
+    )
 
 
 def _check_executor(executor: Any) -> None:
@@ -146,10 +213,12 @@ class Tuner:
         strategy_config: strategy-specific settings. Hyperband: ``min_resource``,
             ``max_resource`` (else read from a static ``epochs``-like hyperparameter),
             ``reduction_factor``, ``mode`` (``"stopping"``/``"promotion"``), ``model``
-            (``"random"``/``"bayesian"``); AMT's ``{"HyperbandStrategyConfig": {...}}`` also works.
+            (``"random"``/``"bayesian"``), case-insensitive; AMT's ``MinResource``/``MaxResource``
+            also work, at the top level or in ``{"HyperbandStrategyConfig": {...}}``.
             Bayesian: ``initial_design_size``, ``n_candidates``.
         max_jobs: training jobs to launch in all, failed ones included. Grid: the grid's size (the
-            default), and only that. Others: default 1, as in the SDK.
+            default), and only that; a grid over ``MAX_GRID_SIZE`` (1,000,000) configurations is
+            refused. Others: default 1, as in the SDK. Integer arguments take numpy integers too.
         max_parallel_jobs: training jobs running at once (default 1, as in the SDK).
         max_runtime_in_seconds: stop launching when the tuning job has run this long; running jobs are
             stopped where the executor can (the default one can), else waited for.
@@ -240,6 +309,7 @@ class Tuner:
         )
         jobs = _positive_int("max_jobs", max_jobs, optional=True, fix="pass 1 or more, or None")
         if self.strategy == "Grid":
+            _check_grid_size(self.space)
             size = check_grid_space(self.space)
             if jobs is not None and jobs != size:
                 raise ValidationError(
@@ -248,12 +318,7 @@ class Tuner:
                 )
             jobs = size
         runtime = max_runtime_in_seconds
-        if runtime is not None and (
-            isinstance(runtime, bool)
-            or not isinstance(runtime, (int, float))
-            or not math.isfinite(runtime)
-            or runtime <= 0
-        ):
+        if runtime is not None and not _positive_seconds(runtime):
             raise ValidationError(
                 "The 'max_runtime_in_seconds' parameter of Tuner must be a number > 0 or None. Got "
                 f"{describe_value(runtime)} instead. Fix: pass a number of seconds, or None."
@@ -269,9 +334,7 @@ class Tuner:
                 fix="pass 1 or more, or None to never stop early",
             ),
         )
-        if random_seed is not None and (
-            isinstance(random_seed, bool) or not isinstance(random_seed, int) or random_seed < 0
-        ):
+        if random_seed is not None and (not _is_int(random_seed) or random_seed < 0):
             raise ValidationError(
                 "The 'random_seed' parameter of Tuner must be an int >= 0 or None. Got "
                 f"{describe_value(random_seed)} instead. Fix: pass e.g. random_seed=0."
@@ -363,7 +426,8 @@ class Tuner:
         """
         store, owned = open_store(self.store)
         try:
-            Run(self, store, progress).execute()
+            with store.lock_tuning_job(self.job_name):
+                Run(self, store, progress).execute()
             return TuningJob(
                 self.job_name,
                 *store.get_tuning_job(self.job_name),

@@ -110,6 +110,24 @@ def test_failed_jobs_are_not_told_as_values_and_not_proposed_again():
     assert strategy.ask(1) == []  # all 12 configurations launched
 
 
+def test_a_region_where_jobs_fail_is_learned_and_left():
+    # Jobs fail for x < 0.2 (a diverging learning rate); the best feasible point, x = 0.3, is near
+    # that edge. Without a model of failures the values, improving towards the edge, drew almost
+    # every suggestion into the failing region (22-26 of 30 failed, no progress after the design).
+    space = SearchSpace({"x": ContinuousParameter(0.0, 1.0), "y": ContinuousParameter(0.0, 1.0)})
+
+    def loss(p):
+        return None if p["x"] < 0.2 else (p["x"] - 0.3) ** 2 + (p["y"] - 0.7) ** 2
+
+    for seed in range(3):
+        strategy = BayesianStrategy(space, seed=seed)
+        asked = drive(strategy, loss, 30)
+        failed = sum(loss(p) is None for p in asked)
+        assert failed <= 12, (seed, failed)  # measured: 9, 5, 2
+        assert min(v for _, v in strategy._observed) < 1e-3
+        assert all(v is not None for _, v in strategy._observed)  # never told as values
+
+
 def test_integers_and_categories_come_out_valid_and_typed():
     space = SearchSpace(
         {
@@ -203,12 +221,62 @@ def test_initial_design_spreads_a_momentum_like_auto_range_over_its_decades_belo
 
 
 def test_a_huge_finite_loss_does_not_break_the_model():
-    # A diverged training may return 1e200: finite, so it is a value, but past what the GP takes.
+    # A diverged training may return 1e305: finite, so it is a value, but past what the GP takes.
     space = SearchSpace({"x": ContinuousParameter(0.0, 1.0)})
     strategy = BayesianStrategy(space, seed=0)
 
     def loss(p):
-        return 1e200 if p["x"] > 0.5 else (p["x"] - 0.2) ** 2
+        return 1e305 if p["x"] > 0.5 else (p["x"] - 0.2) ** 2
 
     asked = drive(strategy, loss, 15)
     assert min(loss(p) for p in asked) < 1e-3
+
+
+SQUARE = SearchSpace({"x": ContinuousParameter(0.0, 1.0), "y": ContinuousParameter(0.0, 1.0)})
+
+
+def bowl(p):
+    return (p["x"] - 0.3) ** 2 + (p["y"] - 0.7) ** 2
+
+
+@pytest.mark.parametrize("outlier", [1e10, 3.4e38])
+def test_one_extreme_outlier_does_not_stop_progress(outlier):
+    # Scaling by the standard deviation put every ordinary value at the same model value, so the
+    # search stopped at the best point of the initial design (~0.03).
+    for seed in range(3):
+        strategy = BayesianStrategy(SQUARE, seed=seed)
+        drive(strategy, lambda p: outlier if p["x"] > 0.9 else bowl(p), 30)
+        assert min(v for _, v in strategy._observed) < 1e-4, seed
+
+
+def test_an_objective_of_huge_magnitude_is_modelled_not_capped():
+    strategy = BayesianStrategy(SQUARE, seed=0)
+    drive(strategy, lambda p: 1e160 * bowl(p), 30)
+    assert min(v for _, v in strategy._observed) < 1e-4 * 1e160
+
+
+def test_a_flat_objective_is_searched_space_filling():
+    # With every value equal the GP's variance is largest in the corners, and expected improvement
+    # sent 25 of 25 model-phase jobs there; the strategy spreads out instead.
+    strategy = BayesianStrategy(SQUARE, seed=0)
+    asked = drive(strategy, lambda p: 1.0, 30)
+    P = np.array([[p["x"], p["y"]] for p in asked])
+    corners = np.sum(np.all(np.minimum(P, 1 - P) < 0.06, axis=1))
+    gaps = [np.min(np.linalg.norm(P[:i] - P[i], axis=1)) for i in range(1, len(P))]
+    assert corners <= 3 and min(gaps) > 0.05
+
+
+def test_a_small_window_below_a_plateau_is_found():
+    # Loss 1 everywhere except a window of 5% of the square (an accuracy stuck at chance unless
+    # the learning rate is right): found within 30 jobs in at least 7 of 8 seeds (measured: 8;
+    # Random: 7; before the space-filling rule: 4).
+    def window(p):
+        inside = 0.42 < p["x"] < 0.58 and 0.2 < p["y"] < 0.5
+        return 0.5 + (p["x"] - 0.5) ** 2 + (p["y"] - 0.3) ** 2 if inside else 1.0
+
+    found = 0
+    for seed in range(8):
+        strategy = BayesianStrategy(SQUARE, seed=seed)
+        asked = drive(strategy, window, 30)
+        found += any(window(p) < 1.0 for p in asked)
+    assert found >= 7

@@ -78,7 +78,9 @@ def test_decision_reasons_read_in_the_metric_units_when_maximising(tmp_path, str
     assert stopped
     for j in stopped:
         reason = j.stop_reason
-        assert reason["value"] == pytest.approx(j.reports[-1].metrics["acc"]) and reason["value"] > 0
+        assert (
+            reason["value"] == pytest.approx(j.reports[-1].metrics["acc"]) and reason["value"] > 0
+        )
         bar = reason["median"] if strategy == "Random" else reason["cutoff"]
         assert bar > reason["value"]  # stopped for being below the bar, in accuracy
 
@@ -102,7 +104,7 @@ def test_a_report_crossing_several_rungs_is_judged_at_each(tmp_path):
 def test_hyperband_never_repeats_a_configuration_of_a_finite_space(tmp_path):
     ranges = {"k": IntegerParameter(1, 3), "opt": CategoricalParameter(["a", "b"])}
 
-    def train_k(hp):  # noqa: ARG001 (Hyperband needs reports; the loss does not matter here)
+    def train_k(hp):
         import amtlib
 
         for epoch in range(1, 4):
@@ -159,7 +161,7 @@ def test_a_job_rerun_after_a_crash_is_judged_afresh(tmp_path):
     job = tuner.fit()
     rerun = job.training_jobs[1]
     assert rerun.attempt == 2
-    event = [e for e in rerun.history if e["event"] == "rerun"][0]
+    event = next(e for e in rerun.history if e["event"] == "rerun")
     assert event["discarded_reports"] == 4 and event["discarded_up_to_step"] == 4
     # Its re-run reports 5 worse than job 1: stopped at the first rung, where it is judged on its
     # new value (the lost attempt's values at rungs 1 and 3 were the best).

@@ -50,7 +50,11 @@ def test_resuming_with_the_ranges_in_another_order_is_refused(tmp_path):
     reordered = dict(reversed(list(grid.items())))
     with pytest.raises(StoreError, match=r"another order \(stored \['n', 'o'\]"):
         make(
-            tmp_path, train=constant, hyperparameter_ranges=reordered, strategy="Grid", max_jobs=None
+            tmp_path,
+            train=constant,
+            hyperparameter_ranges=reordered,
+            strategy="Grid",
+            max_jobs=None,
         ).fit()
 
 
@@ -85,7 +89,9 @@ def test_jobs_that_finish_while_an_interrupted_tuner_waits_are_kept(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         tuner.fit()
     stored = TuningJob.load("j", str(tmp_path / "s.db"))
-    assert stored.describe()["AmtlibDetails"]["CompletionReason"] == "Interrupted (KeyboardInterrupt)"
+    assert (
+        stored.describe()["AmtlibDetails"]["CompletionReason"] == "Interrupted (KeyboardInterrupt)"
+    )
     # The two jobs running at the interrupt ran to their end while the tuner waited for them:
     # recorded, not left to re-run.
     assert [j.status for j in stored.training_jobs] == [TrainingJobStatus.COMPLETED] * 2
@@ -118,3 +124,30 @@ def test_the_runtime_spent_before_a_crash_counts(tmp_path):
         proc.wait()
     runtime = TuningJob.load("j", str(store)).describe()["ConsumedResources"]["RuntimeInSeconds"]
     assert runtime >= 1.5  # 8+ jobs of 0.4 s ran; the state is saved at least every second
+
+
+def slow_quadratic(hp):
+    time.sleep(0.2)
+    return {"loss": hp["x"]}
+
+
+def test_the_same_tuning_job_cannot_run_twice_at_once(tmp_path):
+    import threading
+
+    first = make(tmp_path, train=slow_quadratic, max_jobs=4, executor="thread")
+    runner = threading.Thread(target=first.fit)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "s.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        with pytest.raises(StoreError, match="already being run by process"):
+            make(tmp_path, train=slow_quadratic, max_jobs=4).fit()
+    finally:
+        runner.join()
+    assert len(TuningJob.load("j", str(tmp_path / "s.db")).training_jobs) == 4
+    # A refused resume (another seed) leaves no lease behind: the job resumes afterwards.
+    with pytest.raises(StoreError, match="random_seed"):
+        make(tmp_path, train=slow_quadratic, random_seed=5).fit()
+    assert len(make(tmp_path, train=slow_quadratic, max_jobs=5).fit().training_jobs) == 5

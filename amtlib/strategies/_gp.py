@@ -47,7 +47,7 @@ MIN_NOISE_VARIANCE = 1e-6
 MIN_PREDICTIVE_VARIANCE = 1e-12
 
 # Beyond this, differences of objective values could overflow; no real objective gets near it.
-_MAX_ABS_Y = 1e150
+_MAX_ABS_Y = 1e300
 _SQRT5 = math.sqrt(5.0)
 # Box for L-BFGS-B on the log hyperparameters; the priors keep fits well inside it, the box only
 # stops the line search from overflowing exp().
@@ -75,6 +75,10 @@ _MEAN_PRIOR = (0.0, 1.0)
 #: degree of freedom at the 5% level).
 _POWER_LR_THRESHOLD = 3.84
 _MIN_POINTS_FOR_POWER = 8
+# Beyond this many robust units (IQR / 1.349) from the median, objective values are compressed
+# logarithmically before the power transform: far enough that ordinary heavy tails (a diverged
+# training at 50 among values of 0.1-0.3 sits at ~700) keep the power transform's treatment.
+_COMPRESS_BEYOND = 1e3
 
 
 @functools.cache
@@ -161,15 +165,16 @@ class OutputTransform:
         y = np.asarray(y, dtype=float)
         self.center = float(np.median(y))
         q75, q25 = np.percentile(y, [75, 25])
-        spread = float(np.max(np.abs(y - self.center)))
-        # The IQR keeps the bulk of the values at unit scale when a few are far out; it falls back
-        # to the standard deviation when it is (nearly) zero, so no value lands beyond ~1e9.
+        # The IQR keeps the bulk of the values at unit scale however far out a few are (the mean
+        # absolute deviation when most values tie); values beyond _COMPRESS_BEYOND robust units
+        # are then compressed logarithmically (_compress), so a diverged training reporting 1e10
+        # neither dominates the scale nor reaches the GP as a huge number.
         scale = (q75 - q25) / 1.349
-        if not scale > 1e-9 * spread:
-            scale = float(np.std(y))
+        if not scale > 0:
+            scale = float(np.mean(np.abs(y - self.center)))
         self.scale = scale if scale > 0 else 1.0
         self.power_lambda: float | None = None
-        u = (y - self.center) / self.scale
+        u = self._robust(y)
         min_points = 2 if mode == "power" else _MIN_POINTS_FOR_POWER
         if mode != "standardize" and len(np.unique(y)) >= min_points:
             fit = scipy.optimize.minimize_scalar(
@@ -183,9 +188,15 @@ class OutputTransform:
         std = float(np.std(u))
         self.std = std if std > 1e-12 * max(1.0, abs(self.mean)) else 1.0
 
+    def _robust(self, y: ArrayLike) -> FloatArray:
+        """Centred and scaled by the median and IQR, far values compressed."""
+        with np.errstate(over="ignore"):
+            u = (np.asarray(y, dtype=float) - self.center) / self.scale
+        return _compress(np.clip(u, -1e300, 1e300))
+
     def transform(self, y: ArrayLike) -> FloatArray:
         """Map objective values to the model's scale."""
-        u = (np.asarray(y, dtype=float) - self.center) / self.scale
+        u = self._robust(y)
         if self.power_lambda is not None:
             u = _yeo_johnson(u, self.power_lambda)
         return (u - self.mean) / self.std
@@ -195,7 +206,32 @@ class OutputTransform:
         u = np.asarray(z, dtype=float) * self.std + self.mean
         if self.power_lambda is not None:
             u = _yeo_johnson_inverse(u, self.power_lambda)
-        return u * self.scale + self.center
+        return _decompress(u) * self.scale + self.center
+
+
+def _compress(u: FloatArray) -> FloatArray:
+    """Identity within +-_COMPRESS_BEYOND, logarithmic beyond: strictly increasing, continuous."""
+    u = np.asarray(u, dtype=float)
+    far = np.abs(u) > _COMPRESS_BEYOND
+    if not far.any():
+        return u
+    out = u.copy()
+    out[far] = np.sign(u[far]) * (_COMPRESS_BEYOND + np.log1p(np.abs(u[far]) - _COMPRESS_BEYOND))
+    return out
+
+
+def _decompress(v: FloatArray) -> FloatArray:
+    """Inverse of `_compress`."""
+    v = np.asarray(v, dtype=float)
+    far = np.abs(v) > _COMPRESS_BEYOND
+    if not far.any():
+        return v
+    out = v.copy()
+    with np.errstate(over="ignore"):
+        out[far] = np.sign(v[far]) * (
+            _COMPRESS_BEYOND + np.expm1(np.abs(v[far]) - _COMPRESS_BEYOND)
+        )
+    return out
 
 
 def _yeo_johnson(u: FloatArray, lam: float) -> FloatArray:
@@ -607,11 +643,12 @@ class GaussianProcess:
 
 
 def capped_targets(y: ArrayLike) -> FloatArray:
-    """Objective values with finite ones beyond the model's range capped at +-1e150.
+    """Objective values with finite ones beyond the model's range capped at +-1e300.
 
-    A diverged training can report a huge but finite loss (1e200); `fit_gp` refuses values past
-    1e150 (their squares would overflow), so strategies cap them first: the order of the values is
-    kept, except that those past the cap tie. Infinite and NaN values must not get this far.
+    A diverged training can report a huge but finite loss (1e305); `fit_gp` refuses values past
+    1e300 (differences between them could overflow), so strategies cap them first: the order of the
+    values is kept, except that those past the cap tie. Infinite and NaN values must not get this
+    far.
     """
     return np.clip(np.asarray(y, dtype=float), -_MAX_ABS_Y, _MAX_ABS_Y)
 

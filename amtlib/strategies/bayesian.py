@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import special, stats
 from scipy.stats import qmc
 
 from amtlib.errors import ValidationError, describe_value
@@ -66,6 +67,10 @@ _CONFIG_KEYS = {
 }
 # Finite spaces up to this size are enumerated when random candidates find nothing new.
 _MAX_ENUMERATION = 100_000
+# How steeply the acquisition falls where a job is more likely to fail than not (see
+# _feasibility_weighted): at t = -1 (84% likely to fail) it costs as much as 50 natural-log units
+# of expected improvement.
+_BARRIER = 50.0
 # L-BFGS-B iterations when refining the best candidates (jointly): 30 keeps a suggestion within the
 # speed target; refinement converges in fewer on most steps, and the candidates around the best
 # jobs already give precision.
@@ -121,6 +126,44 @@ def _pending_aware(model: GaussianProcess, best: float, X_pending: np.ndarray) -
     return acquisition
 
 
+def _feasibility_weighted(acquisition: Any, feasibility: GaussianProcess) -> Any:
+    """``acquisition`` plus the log probability that a job at the point does not fail.
+
+    ``feasibility`` is a GP fitted to 0 (the job succeeded) and 1 (it failed) at every finished
+    job (least-squares classification): a point succeeds when its latent value is below 1/2, with
+    probability ``Phi(t)``, ``t = (1/2 - mean) / std``. Near a failed job that is small, so the
+    suggestions leave a region where jobs fail (diverging learning rates, out-of-memory batch
+    sizes) instead of probing its edge again and again; far from every failure it is close to 1.
+
+    Where failure is more likely than not (``t < 0``) a steep barrier, ``-BARRIER * t**2``, is
+    added: expected improvement extrapolated into a failing region (the values improve towards its
+    edge) can be large enough to outweigh ``log Phi(t)`` alone, and the model would then keep
+    proposing jobs that fail. The barrier is smooth, so the edge itself stays reachable, and finite,
+    so when every candidate is likely to fail the least likely one is proposed.
+    """
+    threshold = float(feasibility.transform.transform(np.array([0.5]))[0])
+
+    def weighted(X: np.ndarray, return_grad: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        value, grad = acquisition(X, return_grad)
+        if not return_grad:
+            mean, var = feasibility.predict(X)
+            t = (threshold - mean) / np.sqrt(var)
+            return value + special.log_ndtr(t) - _BARRIER * np.minimum(t, 0.0) ** 2, None
+        assert grad is not None
+        mean, var, d_mean, d_var = feasibility.predict_with_grad(X)
+        std = np.sqrt(var)
+        t = (threshold - mean) / std
+        log_p = special.log_ndtr(t) - _BARRIER * np.minimum(t, 0.0) ** 2
+        # d log_p / dt: phi(t) / Phi(t), minus the barrier's slope
+        slope = np.exp(stats.norm.logpdf(t) - special.log_ndtr(t)) - 2.0 * _BARRIER * np.minimum(
+            t, 0.0
+        )
+        d_t = -d_mean / std[:, None] - (t / (2.0 * var))[:, None] * d_var
+        return value + log_p, grad + slope[:, None] * d_t
+
+    return weighted
+
+
 def _scaling_options(param: _NumericParameter) -> list[ScalingType]:
     """Encodings the model may choose between for an ``Auto`` range."""
     options = [ScalingType.LINEAR]
@@ -167,7 +210,7 @@ class BayesianStrategy(Strategy):
         self._auto = {name: opts for name, opts in self._auto.items() if len(opts) > 1}
         self._scaling: dict[str, ScalingType] = {name: ScalingType.LINEAR for name in self._auto}
         self._spaces: dict[tuple[ScalingType, ...], SearchSpace] = {}
-        self._warm: dict[tuple[ScalingType, ...], Any] = {}
+        self._warm: dict[tuple[Any, ...], Any] = {}  # encoding (or feasibility) -> last fit
         self._observed: list[tuple[dict[str, Any], float]] = []
         # id(space) -> configuration key -> its row in that space's cube
         self._encodings: dict[int, dict[Any, np.ndarray]] = {}
@@ -307,12 +350,23 @@ class BayesianStrategy(Strategy):
     ) -> dict[str, Any] | None:
         rng = model_rng(self.seed, index + 1)
         losses = capped_targets([loss for _, loss in observed])
+        if np.ptp(losses) <= 1e-12 * max(1.0, float(np.max(np.abs(losses)))):
+            # Every job so far gave the same value (a plateau): there is nothing to model, and
+            # expected improvement would only chase the corners, where the GP's variance is
+            # largest. Spread out instead, as the initial design does.
+            space = self._space_for(self._scaling)
+            launched = [[p for p, _ in observed], list(excluded), list(pending)]
+            taken = np.vstack([self._encode(space, rows) for rows in launched if rows])
+            return self._farthest(index, space, rng, taken)
         space, fitted, X = self._fit(rng, [p for p, _ in observed], losses)
         best = fitted.incumbent
         if pending:
             acquisition = _pending_aware(fitted, best, self._encode(space, pending))
         else:
             acquisition = log_ei_acquisition(fitted, best)
+        if excluded:
+            feasibility = self._fit_feasibility(rng, space, X, self._encode(space, excluded))
+            acquisition = _feasibility_weighted(acquisition, feasibility)
         others = [self._encode(space, rows) for rows in (excluded, pending) if rows]
         exclude = np.vstack([X, *others])
         anchors = X[np.argsort(losses, kind="stable")[:3]]
@@ -339,6 +393,26 @@ class BayesianStrategy(Strategy):
         point, value = found
         self._last_model, self.last_log_ei = fitted, float(value)
         return space.decode(point)
+
+    def _farthest(
+        self, index: int, space: SearchSpace, rng: np.random.Generator, taken: np.ndarray
+    ) -> dict[str, Any] | None:
+        """Among random candidates (or a finite space's configurations not yet launched), the one
+        farthest from every row of ``taken``; ``None`` when a finite space has nothing left."""
+        unseen = self._unseen(space)
+        if unseen:
+            if len(unseen) > self.n_candidates:
+                picks = rng.choice(len(unseen), self.n_candidates, replace=False)
+                unseen = [unseen[i] for i in np.sort(picks)]
+            candidates = self._encode(space, unseen)
+        else:
+            candidates = space.project(rng.random((self.n_candidates, space.n_dims)))
+        gaps = ((candidates[:, None, :] - taken[None, :, :]) ** 2).sum(-1).min(axis=1)
+        for i in np.argsort(-gaps, kind="stable")[:16]:
+            params = space.decode(candidates[i])
+            if self.space.key(params) not in self._seen:
+                return params
+        return self._random_unseen(index)
 
     def _enumerate_unseen(
         self, space: SearchSpace, acquisition: Any, exclude: np.ndarray
@@ -390,6 +464,21 @@ class BayesianStrategy(Strategy):
                         best, self._scaling = candidate, trial
         _, space, gp, X = best
         return space, gp, X
+
+    def _fit_feasibility(
+        self, rng: np.random.Generator, space: SearchSpace, X_ok: np.ndarray, X_failed: np.ndarray
+    ) -> GaussianProcess:
+        """A GP of where jobs fail: 1 at failed jobs, 0 at the others (see _feasibility_weighted).
+
+        Failed jobs never reach the objective's model as values; this separate model only learns
+        where they happen. Warm-started like the objective's, per encoding.
+        """
+        X = np.vstack([X_ok, X_failed])
+        labels = np.concatenate([np.zeros(len(X_ok)), np.ones(len(X_failed))])
+        key = ("feasibility", id(space))
+        gp = fit_gp(X, labels, rng, warm_start=self._warm.get(key), output_transform="standardize")
+        self._warm[key] = gp.hyperparameters
+        return gp
 
     def _encode(self, space: SearchSpace, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Configurations as rows of ``space``'s cube; each encoded once (a hot path at large n)."""

@@ -40,6 +40,7 @@ configuration is launched twice, as with Random, and no new job starts once all 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,12 @@ RANDOM_EVERY = 3
 #: Static hyperparameters that name the number of epochs, read when max_resource is not given.
 EPOCH_NAMES = ("epochs", "num_epochs", "n_epochs", "numepochs", "n-epochs")
 _AMT_KEYS = {"MinResource": "min_resource", "MaxResource": "max_resource"}
+_CHOICES = {
+    "mode": _MODES,
+    "model": _MODELS,
+    "rungs": _RUNG_SYSTEMS,
+    "bracket_selection": _SELECTIONS,
+}
 _CONFIG_KEYS = frozenset(
     {
         "min_resource",
@@ -88,26 +95,19 @@ def hyperband_config(
 ) -> dict[str, Any]:
     """Validate ``strategy_config`` for Hyperband, in our keys or AMT's, inferring ``max_resource``.
 
-    Accepts ``{"min_resource": 1, "max_resource": 81, ...}`` or AMT's
-    ``{"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 81}}``. Without a
-    ``max_resource`` it is read from a static hyperparameter named like an epoch count.
+    Accepts ``{"min_resource": 1, "max_resource": 81, ...}``, AMT's ``MinResource`` /
+    ``MaxResource`` (at the top level or in ``{"HyperbandStrategyConfig": {...}}``), and the string
+    options in any case (``"Promotion"``). Without a ``max_resource`` it is read from a static
+    hyperparameter named like an epoch count (an int, ``10.0`` or ``"10"``, as AMT passes them).
+    Returns our keys only, every option canonical: validating the result again returns it unchanged.
     """
-    config = dict(config)
-    amt = config.pop("HyperbandStrategyConfig", None)
-    if amt is not None:
-        if not isinstance(amt, Mapping) or set(amt) - set(_AMT_KEYS):
-            raise ValidationError(
-                "strategy_config['HyperbandStrategyConfig'] must be a dict with 'MinResource' and/or "
-                f"'MaxResource'. Got {describe_value(amt)} instead. Fix: e.g. "
-                "{'HyperbandStrategyConfig': {'MinResource': 1, 'MaxResource': 81}}."
-            )
-        config.update({_AMT_KEYS[k]: v for k, v in amt.items()})
-    known = set(_CONFIG_KEYS)
-    unknown = sorted(set(config) - known)
+    config, origin = _resource_settings(config)
+    unknown = sorted(set(config) - _CONFIG_KEYS, key=str)
     if unknown:
         raise ValidationError(
             f"strategy_config has keys {unknown} that Hyperband does not know. Known: "
-            f"{sorted(known)} (or AMT's 'HyperbandStrategyConfig'). Fix: remove them."
+            f"{sorted(_CONFIG_KEYS)} (or AMT's 'MinResource', 'MaxResource' and "
+            "'HyperbandStrategyConfig'). Fix: remove them."
         )
     if config.get("max_resource") is None:
         found = [n for n in EPOCH_NAMES if n in static_hyperparameters]
@@ -118,7 +118,8 @@ def hyperband_config(
                 f"{' / '.join(EPOCH_NAMES)}. Fix: pass strategy_config={{'max_resource': 81}} or "
                 "static_hyperparameters={'epochs': 81}."
             )
-        config["max_resource"] = static_hyperparameters[found[0]]
+        origin["max_resource"] = f"static_hyperparameters[{found[0]!r}]"
+        config["max_resource"] = _epochs(found[0], static_hyperparameters[found[0]])
     config.setdefault("min_resource", 1)
     config.setdefault("reduction_factor", 3)
     config.setdefault("mode", "stopping")
@@ -130,37 +131,121 @@ def hyperband_config(
     for key in ("min_resource", "max_resource", "reduction_factor"):
         value = config[key]
         low = 2 if key == "reduction_factor" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not _is_int(value) or value < low:
             raise ValidationError(
-                f"Hyperband's {key} must be an int >= {low}. Got {describe_value(value)} instead. "
+                f"Hyperband's {key} must be an int >= {low}. Got {describe_value(value)} instead "
+                f"(from {origin.get(key, 'the default')}). "
                 f"Fix: pass a whole number >= {low}."
             )
+        config[key] = int(value)
     brackets = config.setdefault("brackets", None)
-    if brackets is not None and (
-        isinstance(brackets, bool) or not isinstance(brackets, int) or brackets < 1
-    ):
+    if brackets is not None and (not _is_int(brackets) or brackets < 1):
         raise ValidationError(
             f"Hyperband's brackets must be an int >= 1 or None (all). Got {describe_value(brackets)} "
             "instead. Fix: pass 1 for asynchronous successive halving alone (ASHA), or omit it."
         )
-    if config["min_resource"] >= config["max_resource"]:
+    low, high, eta = config["min_resource"], config["max_resource"], config["reduction_factor"]
+    if low >= high:
         raise ValidationError(
-            f"Hyperband needs min_resource < max_resource. Got min_resource="
-            f"{config['min_resource']}, max_resource={config['max_resource']}. Fix: lower "
-            "min_resource or raise max_resource."
+            f"Hyperband needs min_resource < max_resource. Got min_resource={low} (from "
+            f"{origin.get('min_resource', 'the default')}), max_resource={high} (from "
+            f"{origin['max_resource']}). "
+            "Fix: lower min_resource or raise max_resource."
         )
-    for key, allowed in (
-        ("mode", _MODES),
-        ("model", _MODELS),
-        ("rungs", _RUNG_SYSTEMS),
-        ("bracket_selection", _SELECTIONS),
-    ):
-        if config[key] not in allowed:
+    if brackets is not None:
+        # Only now is the number of brackets known: one per rung level, plus the one without.
+        levels = rung_levels(low, high, eta)
+        available = len(levels) + 1
+        if brackets > available:
             raise ValidationError(
-                f"Hyperband's {key} must be one of {list(allowed)}. Got "
-                f"{describe_value(config[key])} instead. Fix: pass one of those."
+                f"Hyperband's brackets must be at most the {available} brackets that "
+                f"min_resource={low}, max_resource={high} and reduction_factor={eta} give (rung "
+                f"levels {levels}). Got {describe_value(brackets)} instead. Fix: pass "
+                f"brackets={available} or fewer, or omit it for all of them."
             )
+        config["brackets"] = int(brackets)
+    for key, allowed in _CHOICES.items():
+        config[key] = _choice(key, config[key], allowed)
     return config
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _resource_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``config`` with AMT's ``MinResource`` / ``MaxResource`` under our keys, and where each came from.
+
+    The key order is kept (a resumed tuning job compares its configuration as JSON text): an alias
+    takes its own place, the wrapped ``HyperbandStrategyConfig`` settings go last. The same setting
+    given twice must agree; ``None`` counts as not given.
+    """
+    amt = config.get("HyperbandStrategyConfig")
+    if amt is not None and (not isinstance(amt, Mapping) or set(amt) - set(_AMT_KEYS)):
+        raise ValidationError(
+            "strategy_config['HyperbandStrategyConfig'] must be a dict with 'MinResource' and/or "
+            f"'MaxResource'. Got {describe_value(amt)} instead. Fix: e.g. "
+            "{'HyperbandStrategyConfig': {'MinResource': 1, 'MaxResource': 81}}."
+        )
+    given = [
+        (_AMT_KEYS.get(key, key), f"strategy_config[{key!r}]", value)
+        for key, value in config.items()
+        if key != "HyperbandStrategyConfig"
+    ]
+    given += [
+        (_AMT_KEYS[key], f"strategy_config['HyperbandStrategyConfig'][{key!r}]", value)
+        for key, value in (amt or {}).items()
+    ]
+    out: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, where, value in given:
+        if out.get(key) is None:
+            out[key], origin[key] = value, where
+        elif value is not None and not _same(value, out[key]):
+            raise ValidationError(
+                f"strategy_config gives Hyperband's {key} twice, with different values. Got "
+                f"{origin[key]}={out[key]!r} and {where}={value!r}. Fix: give it once."
+            )
+    return out, origin
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. arrays, whose == is elementwise
+        return False
+
+
+def _epochs(name: str, value: object) -> int:
+    """An epoch count from a static hyperparameter: an int, ``10.0`` or ``"10"`` (AMT's strings)."""
+    count: int | None = None
+    if _is_int(value):
+        count = int(value)  # type: ignore[call-overload]
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        as_float = float(value)
+        count = int(as_float) if math.isfinite(as_float) and as_float.is_integer() else None
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        count = int(value.strip())
+    if count is None or count < 1:
+        raise ValidationError(
+            f"static_hyperparameters[{name!r}] gives Hyperband's max_resource (the most steps a "
+            "job may run), so it must be a whole number >= 1: an int, a float such as 10.0 or a "
+            f"string of digits such as '10'. Got {describe_value(value)} instead. Fix: pass e.g. "
+            f"static_hyperparameters={{{name!r}: 10}}, or strategy_config={{'max_resource': 10}}."
+        )
+    return count
+
+
+def _choice(key: str, value: object, allowed: Sequence[str]) -> str:
+    """The canonical spelling of a string option, case-insensitive (``"Per-Bracket"`` too)."""
+    if isinstance(value, str):
+        wanted = value.strip().lower().replace("-", "_").replace(" ", "_")
+        if wanted in allowed:
+            return wanted
+    raise ValidationError(
+        f"Hyperband's {key} must be one of {list(allowed)} (case-insensitive). Got "
+        f"{describe_value(value)} instead. Fix: pass one of those."
+    )
 
 
 def rung_levels(min_resource: int, max_resource: int, eta: int) -> list[int]:
