@@ -19,6 +19,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
 from pathlib import Path
@@ -26,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from amtlib._execution import JobOutcome, JobSpec, last_reported, run_training_job
 from amtlib._progress import ProgressBar
-from amtlib.errors import AmtlibError, StoreError, TuningJobFailedError, WorkerDiedError
+from amtlib.errors import (
+    AmtlibError,
+    StoreError,
+    TuningJobFailedError,
+    ValidationError,
+    WorkerDiedError,
+)
 from amtlib.records import (
     ObjectiveStatus,
     ObjectiveType,
@@ -100,6 +107,7 @@ class Run:
         self.to_stop: dict[int, str] = {}  # running jobs to stop at their next report
         self.exhausted = self.out_of_time = False
         self.interruption: str | None = None  # why fit() ended early, if it did
+        self.warned_no_reports = False
         self.state_saved = 0.0
         self.finished_here = self.failed_here = 0
         self.ever_succeeded = any(
@@ -138,6 +146,7 @@ class Run:
         self.started = self.clock()
         self.runtime_before = float(self.state.get("runtime_seconds", 0.0))
         self.executor, owned = _resolve_executor(self.tuner.executor, self.limits.max_parallel_jobs)
+        _check_shippable(self.tuner.train, self.executor)
         self.server = ReportServer(
             self.on_report,
             host=self.tuner.report_host,
@@ -252,7 +261,30 @@ class Run:
     def finish(self, future: Future[JobOutcome]) -> None:
         job = self.record(future)
         self.progress.add([job])
+        self.warn_if_never_reported(job)
         self.check_failures(job)
+
+    def warn_if_never_reported(self, job: TrainingJob) -> None:
+        """Once per fit(): a job finished without one report of the objective, so neither
+        Hyperband nor early stopping could judge it (every such job runs in full)."""
+        judged = self.strategy.stops_trials or self.tuner.early_stopper is not None
+        if (
+            not judged
+            or self.warned_no_reports
+            or job.objective_status is not ObjectiveStatus.SUCCEEDED
+        ):
+            return
+        if not job.steps(self.metric):
+            self.warned_no_reports = True
+            rule = self.tuner.strategy if self.strategy.stops_trials else "early stopping"
+            warnings.warn(
+                f"Training job {job.name} finished without reporting {self.metric!r} as it went, "
+                f"so {rule} could not judge it and it ran in full. Fix: call "
+                f"amtlib.report(**{{{self.metric!r}: value}}) once per epoch inside the training "
+                "function.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def record(self, future: Future[JobOutcome]) -> TrainingJob:
         """Store a finished job's record, then tell the strategy."""
@@ -302,7 +334,9 @@ class Run:
             status=status,
             objective_status=out.objective_status,
             objective_value=out.objective_value,
-            metrics=out.metrics,
+            # The worker saw only this attempt's reports (a promoted job resumes): the tuner's
+            # record of every report fills in metrics the job's last part did not report.
+            metrics={**last_reported(job.reports), **out.metrics},
             failure_reason=out.failure_reason,
             traceback=out.traceback,
             start_time=job.start_time if job.start_time else out.start_time,
@@ -478,6 +512,26 @@ def _checkpoint_root(tuner: Tuner, store: SQLiteStore) -> tuple[Path | None, boo
     if store.path == ":memory:":
         return Path(tempfile.mkdtemp(prefix=f"amtlib-{tuner.job_name}-")), True
     return Path(f"{store.path}.checkpoints") / tuner.job_name, False
+
+
+def _check_shippable(train: Any, executor: Executor) -> None:
+    """Refuse, before any job is launched, a training function worker processes cannot receive."""
+    from amtlib.executors import ProcessExecutor
+
+    if not isinstance(executor, ProcessExecutor):
+        return
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(train)
+    except Exception as exc:
+        raise ValidationError(
+            f"The training function {getattr(train, '__qualname__', train)!r} must be picklable "
+            f"(by cloudpickle) to run on worker processes; pickling failed with "
+            f"{type(exc).__name__}: {exc}. Fix: keep what it captures picklable (open files, "
+            "locks and connections are not: create them inside the function), or pass "
+            "executor='thread' or executor='inline'."
+        ) from None
 
 
 def _advertised_host(host: str) -> str | None:

@@ -194,3 +194,14 @@ def interrupts_the_tuner(hp):
         _thread.interrupt_main()
     time.sleep(0.4)
     return {"loss": hp["x"]}
+
+
+def fails_after_resuming(hp):
+    """Reports loss and a side metric; a promoted (resumed) job raises at once."""
+    import amtlib
+
+    job = amtlib.current_job()
+    if job.resume_step:
+        raise RuntimeError("lost the GPU")
+    for epoch in range(1, hp["epochs"] + 1):
+        amtlib.report(loss=hp["x"] + 1.0 / epoch, other=float(epoch))

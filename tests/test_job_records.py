@@ -12,6 +12,8 @@ from amtlib import (
     ObjectiveStatus,
     TrainingJobStatus,
     Tuner,
+    TuningJob,
+    ValidationError,
 )
 
 RANGES = {"x": ContinuousParameter(0.0, 1.0)}
@@ -170,3 +172,40 @@ def test_a_job_rerun_after_a_crash_is_judged_afresh(tmp_path):
     later = job.training_jobs[2].reports[0].decision["reason"]
     assert later["recorded"] == 3 and later["cutoff"] < 1.0  # the re-run's value, not the old one
     assert [j.status for j in job.training_jobs[2:]] == [TrainingJobStatus.COMPLETED] * 2
+
+
+def test_a_job_that_never_reports_is_flagged_once(tmp_path):
+    with pytest.warns(UserWarning, match=r"without reporting 'loss'.*amtlib.report") as caught:
+        make(tmp_path, train=obj.quadratic, max_jobs=3).fit()
+    assert sum("without reporting" in str(w.message) for w in caught) == 1
+
+
+def test_a_resumed_job_that_fails_keeps_the_metrics_it_reported_before(tmp_path):
+    job = make(
+        tmp_path,
+        train=obj.fails_after_resuming,
+        strategy_config={"max_resource": 9, "brackets": 1, "mode": "promotion"},
+        max_jobs=12,
+    ).fit()
+    failed = [j for j in job.training_jobs if j.status is TrainingJobStatus.FAILED]
+    assert failed
+    for j in failed:
+        assert j.metrics == {
+            "loss": j.reports[-1].metrics["loss"],
+            "other": j.reports[-1].metrics["other"],
+        }
+
+
+def test_an_unpicklable_training_function_is_refused_before_any_job(tmp_path):
+    import threading
+
+    lock = threading.Lock()
+
+    def train(hp):
+        with lock:
+            return hp["x"]
+
+    tuner = make(tmp_path, train=train, strategy="Random", strategy_config={}, executor="process")
+    with pytest.raises(ValidationError, match=r"'.*train' must be picklable.*executor='thread'"):
+        tuner.fit()
+    assert TuningJob.load("r", str(tmp_path / "s.db")).training_jobs == []

@@ -117,8 +117,11 @@ def test_the_runtime_spent_before_a_crash_counts(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            if store.exists() and len(TuningJob.load("j", str(store)).training_jobs) >= 8:
-                break
+            try:
+                if len(TuningJob.load("j", str(store)).training_jobs) >= 8:
+                    break
+            except StoreError:  # not created yet, or its schema is being written
+                continue
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
