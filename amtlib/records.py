@@ -96,15 +96,16 @@ class TrainingJob:
     objective_value: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     failure_reason: str | None = None
-    traceback: str | None = None
+    traceback: str | None = field(default=None, repr=False)
     retryable: bool = False
     attempt: int = 1
     creation_time: float | None = None
     start_time: float | None = None
     end_time: float | None = None
-    reports: tuple[Report, ...] = ()
+    # Kept out of repr(): a long job has thousands of reports (see .reports, .history).
+    reports: tuple[Report, ...] = field(default=(), repr=False)
     stop_reason: dict[str, Any] | None = None
-    history: tuple[dict[str, Any], ...] = ()
+    history: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     def is_finished(self) -> bool:
         return self.status.is_finished()

@@ -95,7 +95,8 @@ class TuningJob:
         """A dict shaped like AMT's ``DescribeHyperParameterTuningJob`` response.
 
         Hyperparameter values keep their Python types (AMT sends strings). amtlib's extras sit under
-        ``AmtlibDetails`` (e.g. what the strategy learned, why the tuning job ended).
+        ``AmtlibDetails`` (e.g. what the strategy learned, why the tuning job ended, the full
+        ``strategy_config``); ``StrategyConfig`` itself has AMT's ``HyperbandStrategyConfig`` shape.
         """
         counters = {
             "Completed": 0,
@@ -140,8 +141,18 @@ class TuningJob:
                 "ConsumedSteps": self.consumed_steps(),
             },
         }
-        if self.config.get("strategy_config"):
-            out["HyperParameterTuningJobConfig"]["StrategyConfig"] = self.config["strategy_config"]
+        if limits.get("max_runtime_in_seconds") is None:  # AMT omits a limit that is not set
+            del out["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxRuntimeInSeconds"]
+        strategy_config = self.config.get("strategy_config") or {}
+        if strategy_config:
+            out["AmtlibDetails"]["StrategyConfig"] = dict(strategy_config)
+        if self.config["strategy"] == "Hyperband" and "max_resource" in strategy_config:
+            out["HyperParameterTuningJobConfig"]["StrategyConfig"] = {
+                "HyperbandStrategyConfig": {
+                    "MinResource": strategy_config.get("min_resource", 1),
+                    "MaxResource": strategy_config["max_resource"],
+                }
+            }
         if self.state.get("failure_reason"):
             out["FailureReason"] = self.state["failure_reason"]
         best = self.best_training_job

@@ -43,11 +43,19 @@ def log_natured(params):
     return (math.log10(params["lr"]) + 3.0) ** 2 + 0.2 * (params["x"] - 0.4) ** 2
 
 
+def test_the_initial_design_layout_is_reported_until_the_model_decides():
+    space = SearchSpace({"lr": ContinuousParameter(1e-4, 1.0), "w": ContinuousParameter(-1, 1)})
+    strategy = BayesianStrategy(space, seed=0)
+    assert strategy.describe()["LearnedScaling"] == {"lr": "Logarithmic", "w": "Linear"}
+    drive(strategy, lambda p: (p["lr"] - 0.5) ** 2 + p["w"] ** 2, 12)  # linear-natured
+    assert strategy.describe()["LearnedScaling"] == {"lr": "Linear", "w": "Linear"}
+
+
 def test_auto_range_is_learned_to_be_logarithmic():
     space = SearchSpace({"lr": ContinuousParameter(1e-4, 1.0), "x": ContinuousParameter(0.0, 1.0)})
     strategy = BayesianStrategy(space, seed=0)
     asked = drive(strategy, log_natured, 25)
-    assert strategy.describe()["LearnedScaling"] == {"lr": "Logarithmic"}
+    assert strategy.describe()["LearnedScaling"] == {"lr": "Logarithmic", "x": "Linear"}
     # Searched as if Logarithmic: after the initial design, most suggestions lie in the lower
     # decades (a Linear search would put ~90% of them in [0.1, 1]).
     later = [p["lr"] for p in asked[10:]]
@@ -59,7 +67,7 @@ def test_auto_range_stays_linear_on_a_linear_objective():
     space = SearchSpace({"x": ContinuousParameter(1e-3, 10.0), "y": ContinuousParameter(0.0, 1.0)})
     strategy = BayesianStrategy(space, seed=1)
     drive(strategy, lambda p: (p["x"] - 6.0) ** 2 + (p["y"] - 0.5) ** 2, 20)
-    assert strategy.describe()["LearnedScaling"] == {"x": "Linear"}
+    assert strategy.describe()["LearnedScaling"] == {"x": "Linear", "y": "Linear"}
 
 
 def test_ranges_with_a_declared_scale_are_not_relearned():
@@ -68,8 +76,8 @@ def test_ranges_with_a_declared_scale_are_not_relearned():
     )
     strategy = BayesianStrategy(space, seed=0)
     drive(strategy, log_natured, 8)
-    # 'x' spans 0 (no log option) and 'lr' is declared Linear: nothing to learn.
-    assert "LearnedScaling" not in strategy.describe()
+    # 'x' spans 0 (no log option: reported Linear) and 'lr' is declared Linear: not reported.
+    assert strategy.describe()["LearnedScaling"] == {"x": "Linear"}
 
 
 def test_running_jobs_make_parallel_suggestions_diverse():
@@ -176,7 +184,7 @@ def test_tuner_reports_the_learned_scale_in_describe(tmp_path):
     )
     assert tuner.strategy == "Bayesian"  # the default, as in the SDK
     details = tuner.fit().describe()["AmtlibDetails"]["Strategy"]
-    assert details["LearnedScaling"] == {"lr": "Logarithmic"}
+    assert details["LearnedScaling"] == {"lr": "Logarithmic", "x": "Linear"}
     assert details["PlausibleImprovement"] >= 0.0
 
 

@@ -209,3 +209,14 @@ def test_an_unpicklable_training_function_is_refused_before_any_job(tmp_path):
     with pytest.raises(ValidationError, match=r"'.*train' must be picklable.*executor='thread'"):
         tuner.fit()
     assert TuningJob.load("r", str(tmp_path / "s.db")).training_jobs == []
+
+
+def test_describe_uses_amt_shapes_for_limits_and_the_hyperband_config(tmp_path):
+    job = make(tmp_path, strategy_config={"MinResource": 1, "MaxResource": 9}).fit()
+    config = job.describe()["HyperParameterTuningJobConfig"]
+    assert config["StrategyConfig"] == {
+        "HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}
+    }
+    assert "MaxRuntimeInSeconds" not in config["ResourceLimits"]  # not set: omitted, as AMT
+    assert job.describe()["AmtlibDetails"]["StrategyConfig"]["mode"] == "stopping"
+    assert "reports=" not in repr(job.training_jobs[0])  # repr stays short

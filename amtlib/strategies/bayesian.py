@@ -207,6 +207,7 @@ class BayesianStrategy(Strategy):
             for name, p in space
             if isinstance(p, _NumericParameter) and p.scaling_type is ScalingType.AUTO
         }
+        self._auto_linear_only = [name for name, opts in self._auto.items() if len(opts) == 1]
         self._auto = {name: opts for name, opts in self._auto.items() if len(opts) > 1}
         self._scaling: dict[str, ScalingType] = {name: ScalingType.LINEAR for name in self._auto}
         self._spaces: dict[tuple[ScalingType, ...], SearchSpace] = {}
@@ -238,8 +239,14 @@ class BayesianStrategy(Strategy):
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"InitialDesignSize": self.initial_design_size}
-        if self._auto:
-            out["LearnedScaling"] = {name: s.value for name, s in self._scaling.items()}
+        if self._auto or self._auto_linear_only:
+            # Before the first fit the scale is the initial design's layout; after, the model's.
+            scaling = {**self._scaling, **(self._hedge() if self._n_fits == 0 else {})}
+            learned = {name: ScalingType.LINEAR for name in self._auto_linear_only}
+            learned.update(scaling)
+            out["LearnedScaling"] = {
+                name: learned[name].value for name in self.space.names if name in learned
+            }
         if self.last_log_ei is not None:
             out["PlausibleImprovement"] = self.plausible_improvement()
         return out
