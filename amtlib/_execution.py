@@ -172,8 +172,20 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
         reports, decision = job.reports, job.decision
     if stopped is not None and decision is None:  # raised by the function itself, not a report
         decision = Decision(stopped.action, stopped.reason)
-    result = _with_reported(result, last_reported(reports), spec.objective_metric_name, decision)
-    metrics, problem = parse_result(result, spec.objective_metric_name)
+    diverged = decision is not None and (decision.reason or {}).get("rule") == "not_finite"
+    problem: str | None
+    if diverged:  # report() met a NaN or infinite objective: no value, whatever is returned
+        assert decision is not None and decision.reason is not None
+        metrics = {**last_reported(reports), spec.objective_metric_name: None}
+        problem = (
+            f"the objective metric {spec.objective_metric_name!r} was {decision.reason['value']} at "
+            f"step {decision.reason['step']} (the training diverged), so the job was stopped there."
+        )
+    else:
+        result = _with_reported(
+            result, last_reported(reports), spec.objective_metric_name, decision
+        )
+        metrics, problem = parse_result(result, spec.objective_metric_name)
     action = decision.action if decision else None
     reason = decision.reason if decision else None
     return JobOutcome(

@@ -853,6 +853,38 @@ def _check_metrics(metrics: Mapping[str, Any], where: str) -> dict[str, float]:
     return checked
 
 
+def _without_non_finite(
+    metrics: Mapping[str, Any], objective: str
+) -> tuple[dict[str, Any], float | None]:
+    """``metrics`` without the real numbers that are NaN or infinite, and the objective's value
+    if it was one of those (``None`` otherwise). Anything else is left for `_check_metrics`."""
+    kept: dict[str, Any] = {}
+    diverged = None
+    for name, value in metrics.items():
+        number = _real(value)
+        if number is not None and not math.isfinite(number):
+            if name == objective:
+                diverged = number
+            continue
+        kept[name] = value
+    return kept, diverged
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (NaN and infinities included), else None."""
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        try:
+            value = value.item()
+        except Exception:
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):
+        return None
+
+
 def _finite_float(value: Any) -> float | None:
     """``value`` as a finite float if it is a real number (numpy and torch scalars too), else None."""
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
@@ -945,6 +977,23 @@ class JobContext:
 
     def report(self, /, step: int | None = None, **metrics: Any) -> None:
         """Record one step of metrics and send it to the tuner; see :func:`report`."""
+        if self._objective is not None and metrics:
+            # Side metrics that are NaN or infinite are left out; a NaN or infinite objective (a
+            # diverging training) ends the job here, unrecorded: its objective will be failed.
+            metrics, diverged = _without_non_finite(metrics, self._objective)
+            if diverged is not None:
+                if metrics:
+                    _check_metrics(metrics, "report()")  # still refuse values of the wrong type
+                with self._lock:
+                    if self._decision is None:
+                        at = self._next_step(step, True)
+                        reason = {"rule": "not_finite", "step": at, "metric": self._objective}
+                        self._decision = Decision(Action.STOP, {**reason, "value": repr(diverged)})
+                    raise TrialStopped(
+                        self._decision.action, self._decision.reason, self._last_step
+                    )
+            if not metrics:
+                return  # only non-finite side metrics: nothing to record
         checked = _check_metrics(metrics, "report()")
         with self._lock:
             if self._decision is not None:
@@ -1050,12 +1099,15 @@ def report(step: int | None = None, **metrics: float) -> None:
     Args:
         step: the step number: an int greater than the previous report's (e.g. the epoch). Default:
             the previous step + 1, counting from 1.
-        **metrics: metric name -> finite real number (numpy scalars accepted). Names that are not
-            identifiers go through a dict: ``report(**{"validation:loss": 0.3})``.
+        **metrics: metric name -> real number (numpy scalars accepted). Names that are not
+            identifiers go through a dict: ``report(**{"validation:loss": 0.3})``. A NaN or
+            infinite objective metric (a diverging training) ends the job at once: it is recorded
+            as ``Stopped`` with a failed objective (``stop_reason["rule"] == "not_finite"``);
+            other metrics that are NaN or infinite are left out of the report.
 
     Raises:
-        TrialStopped: the tuner decided the job ends now.
-        ValidationError: no metric, a value that is not a finite real number, a step that does not
+        TrialStopped: the tuner decided the job ends now, or the objective is NaN or infinite.
+        ValidationError: no metric, a value that is not a real number, a step that does not
             increase, or a call outside a training function run by a Tuner.
         ReportChannelError: the tuner cannot be reached.
 

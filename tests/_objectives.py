@@ -205,3 +205,12 @@ def fails_after_resuming(hp):
         raise RuntimeError("lost the GPU")
     for epoch in range(1, hp["epochs"] + 1):
         amtlib.report(loss=hp["x"] + 1.0 / epoch, other=float(epoch))
+
+
+def diverges_above_half(hp):
+    """The loss turns NaN at epoch 3 when x > 0.5; a side metric is infinite throughout."""
+    import amtlib
+
+    for epoch in range(1, hp["epochs"] + 1):
+        loss = float("nan") if hp["x"] > 0.5 and epoch == 3 else hp["x"] + 1.0 / epoch
+        amtlib.report(loss=loss, grad_norm=float("inf"))

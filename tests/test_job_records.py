@@ -220,3 +220,32 @@ def test_describe_uses_amt_shapes_for_limits_and_the_hyperband_config(tmp_path):
     assert "MaxRuntimeInSeconds" not in config["ResourceLimits"]  # not set: omitted, as AMT
     assert job.describe()["AmtlibDetails"]["StrategyConfig"]["mode"] == "stopping"
     assert "reports=" not in repr(job.training_jobs[0])  # repr stays short
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_diverging_job_is_stopped_with_a_failed_objective(tmp_path, executor):
+    job = make(
+        tmp_path,
+        train=obj.diverges_above_half,
+        strategy="Random",
+        strategy_config={},
+        static_hyperparameters={"epochs": 5},
+        executor=executor,
+        max_jobs=8,
+    ).fit()
+    for j in job.training_jobs:
+        assert all("grad_norm" not in r.metrics for r in j.reports)
+        if j.hyperparameters["x"] > 0.5:
+            assert j.status is TrainingJobStatus.STOPPED
+            assert j.objective_status is ObjectiveStatus.FAILED and j.objective_value is None
+            assert j.stop_reason == {
+                "action": "stop",
+                "rule": "not_finite",
+                "step": 3,
+                "metric": "loss",
+                "value": "nan",
+            }
+            assert [r.step for r in j.reports] == [1, 2] and "diverged" in j.failure_reason
+        else:
+            assert j.status is TrainingJobStatus.COMPLETED
+    assert any(j.hyperparameters["x"] > 0.5 for j in job.training_jobs)

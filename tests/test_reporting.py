@@ -609,3 +609,16 @@ def test_only_reports_of_the_objective_count_steps():
         (2, ["loss"]),
         (5, ["loss"]),
     ]
+
+
+def test_a_non_finite_objective_stops_the_job_and_side_metrics_are_dropped():
+    with job_context(spec_for(None, objective_metric_name="loss")) as job:
+        report(loss=1.0, grad_norm=float("inf"))  # the side metric is left out
+        report(grad_norm=float("nan"))  # nothing left: no report at all
+        with pytest.raises(TrialStopped) as info:
+            report(loss=np.float64("nan"))
+        with pytest.raises(TrialStopped):  # and every later report
+            report(loss=0.5)
+    assert [(r.step, r.metrics) for r in job.reports] == [(1, {"loss": 1.0})]
+    assert info.value.reason == {"rule": "not_finite", "step": 2, "metric": "loss", "value": "nan"}
+    assert job.decision is not None and job.decision.action is Action.STOP
