@@ -283,7 +283,7 @@ class Run:
                 f"amtlib.report(**{{{self.metric!r}: value}}) once per epoch inside the training "
                 "function.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=5,  # the user's fit() call
             )
 
     def record(self, future: Future[JobOutcome]) -> TrainingJob:

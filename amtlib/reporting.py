@@ -1097,8 +1097,10 @@ def report(step: int | None = None, **metrics: float) -> None:
     :class:`TrialStopped`. A metric named ``step`` cannot be passed (the name is the step argument).
 
     Args:
-        step: the step number: an int greater than the previous report's (e.g. the epoch). Default:
-            the previous step + 1, counting from 1.
+        step: the step number (e.g. the epoch): an int above the last step at which the objective
+            metric was reported, or equal to the current step for a report without it. Default:
+            the next step (counting from 1) when the report has the objective metric, else the
+            current one.
         **metrics: metric name -> real number (numpy scalars accepted). Names that are not
             identifiers go through a dict: ``report(**{"validation:loss": 0.3})``. A NaN or
             infinite objective metric (a diverging training) ends the job at once: it is recorded

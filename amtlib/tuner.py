@@ -203,7 +203,8 @@ class Tuner:
         train: called as ``train(hyperparameters)`` with a dict of the tuned and static
             hyperparameters (plain Python values). Returns the objective metric's value, or a dict of
             metrics that includes ``objective_metric_name``.
-        objective_metric_name: the metric to optimise.
+        objective_metric_name: the metric to optimise (default ``"objective"``: the name a plain
+            number returned by ``train`` is recorded under).
         hyperparameter_ranges: name -> ``ContinuousParameter``, ``IntegerParameter`` or
             ``CategoricalParameter``, searched in declaration order.
         objective_type: ``"Maximize"`` (the SDK's default) or ``"Minimize"``.
@@ -213,7 +214,9 @@ class Tuner:
         strategy_config: strategy-specific settings. Hyperband: ``min_resource``,
             ``max_resource`` (else read from a static ``epochs``-like hyperparameter),
             ``reduction_factor``, ``mode`` (``"stopping"``/``"promotion"``), ``model``
-            (``"random"``/``"bayesian"``), case-insensitive; AMT's ``MinResource``/``MaxResource``
+            (``"random"``/``"bayesian"``), ``brackets`` (how many of the most aggressive brackets;
+            1 is ASHA), ``rungs`` (``"pooled"``/``"per_bracket"``), ``bracket_selection``
+            (``"adaptive"``/``"fixed"``), case-insensitive; AMT's ``MinResource``/``MaxResource``
             also work, at the top level or in ``{"HyperbandStrategyConfig": {...}}``.
             Bayesian: ``initial_design_size``, ``n_candidates``.
         max_jobs: training jobs to launch in all, failed ones included. Grid: the grid's size (the
@@ -233,9 +236,11 @@ class Tuner:
             whose reported objective is worse than the median of the other jobs' running averages
             at the same step. Pass ``MedianStopper(min_references=...)`` to tune the rule. Not with
             ``Hyperband``, which stops jobs itself.
-        initial_failure_limit: if this many training jobs finish in a ``fit()`` and every one failed
-            (no job of the tuning job ever succeeded), stop with :class:`TuningJobFailedError`
-            instead of spending the rest of the budget. ``None`` never stops early.
+        initial_failure_limit: if the first this-many training jobs to finish in a ``fit()`` all
+            failed (an exception, or an objective that is missing or not finite: a misspelt
+            ``objective_metric_name`` counts) and no job of the tuning job ever succeeded, stop with
+            :class:`TuningJobFailedError` instead of spending the rest of the budget (default 5).
+            ``None`` never stops early.
         report_host: where the tuner listens for ``amtlib.report`` calls from running jobs
             (default ``"127.0.0.1"``; ``"0.0.0.0"`` when workers run on other machines). Each job
             gets its own secret: nobody else can report for it or stop it.

@@ -37,8 +37,12 @@ def train(hp):
     if job.resume_step:  # promoted: continue from the model saved when the job paused
         model = pickle.loads(checkpoint.read_bytes())
     else:
-        model = SGDClassifier(
-            loss="log_loss", alpha=hp["alpha"], eta0=hp["eta0"], learning_rate="constant"
+        model = SGDClassifier(  # random_state: the same seed gives the same run
+            loss="log_loss",
+            alpha=hp["alpha"],
+            eta0=hp["eta0"],
+            learning_rate="constant",
+            random_state=0,
         )
     for epoch in range(job.resume_step + 1, hp["epochs"] + 1):
         model.partial_fit(x_train, y_train, classes=np.arange(10))

@@ -6,7 +6,6 @@ lands between 0.1 and 1.0, where nothing good is; with Logarithmic, each decade 
 """
 
 import math
-import warnings
 
 from amtlib import ContinuousParameter, Tuner
 
@@ -17,20 +16,18 @@ def train(hp):
 
 
 def run(scaling: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Linear over 4 decades warns; that is the lesson here
-        tuner = Tuner(
-            train,
-            objective_metric_name="loss",
-            objective_type="Minimize",
-            hyperparameter_ranges={"lr": ContinuousParameter(1e-4, 1.0, scaling_type=scaling)},
-            strategy="Random",
-            max_jobs=100,
-            random_seed=0,
-            job_name=f"lr-{scaling}",
-            store=":memory:",
-            executor="inline",
-        )
+    tuner = Tuner(
+        train,
+        objective_metric_name="loss",
+        objective_type="Minimize",
+        hyperparameter_ranges={"lr": ContinuousParameter(1e-4, 1.0, scaling_type=scaling)},
+        strategy="Random",
+        max_jobs=100,
+        random_seed=0,
+        job_name=f"lr-{scaling}",
+        store=":memory:",
+        executor="inline",
+    )
     return tuner.fit()
 
 
