@@ -881,24 +881,14 @@ def _real(value: Any) -> float | None:
         return None
     try:
         return float(value)
-    except (OverflowError, TypeError, ValueError):
+    except (OverflowError, TypeError, ValueError):  # an int or Fraction beyond float's range
         return None
 
 
 def _finite_float(value: Any) -> float | None:
     """``value`` as a finite float if it is a real number (numpy and torch scalars too), else None."""
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        try:
-            value = value.item()
-        except Exception:
-            return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    try:
-        number = float(value)
-    except (OverflowError, TypeError, ValueError):  # an int or Fraction beyond float's range
-        return None
-    return number if math.isfinite(number) else None
+    number = _real(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 # ---- the training function's view ------------------------------------------------------------------

@@ -28,7 +28,7 @@ import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.linalg
@@ -211,26 +211,23 @@ class OutputTransform:
 
 def _compress(u: FloatArray) -> FloatArray:
     """Identity within +-_COMPRESS_BEYOND, logarithmic beyond: strictly increasing, continuous."""
+    return _map_tails(u, np.log1p)
+
+
+def _decompress(v: FloatArray) -> FloatArray:
+    """Inverse of `_compress`."""
+    return _map_tails(v, np.expm1)
+
+
+def _map_tails(u: FloatArray, excess: Any) -> FloatArray:
+    """``u`` with each value beyond +-_COMPRESS_BEYOND moved to ``+-(C + excess(|u| - C))``."""
     u = np.asarray(u, dtype=float)
     far = np.abs(u) > _COMPRESS_BEYOND
     if not far.any():
         return u
     out = u.copy()
-    out[far] = np.sign(u[far]) * (_COMPRESS_BEYOND + np.log1p(np.abs(u[far]) - _COMPRESS_BEYOND))
-    return out
-
-
-def _decompress(v: FloatArray) -> FloatArray:
-    """Inverse of `_compress`."""
-    v = np.asarray(v, dtype=float)
-    far = np.abs(v) > _COMPRESS_BEYOND
-    if not far.any():
-        return v
-    out = v.copy()
     with np.errstate(over="ignore"):
-        out[far] = np.sign(v[far]) * (
-            _COMPRESS_BEYOND + np.expm1(np.abs(v[far]) - _COMPRESS_BEYOND)
-        )
+        out[far] = np.sign(u[far]) * (_COMPRESS_BEYOND + excess(np.abs(u[far]) - _COMPRESS_BEYOND))
     return out
 
 
