@@ -7,6 +7,10 @@ loop never holds it while submitting or waiting, because an inline executor runs
 
 Durability: a job is committed to the store when it is launched and when it finishes, before the
 strategy hears of it; each report is committed as it arrives, with the decision taken on it.
+
+The module is over 400 lines because ``Run`` is one state machine: launching, recording outcomes,
+deciding on reports, time limits, interrupts and crash re-runs all read and write the same state
+under the same lock, and splitting them would pass that state around instead.
 """
 
 from __future__ import annotations

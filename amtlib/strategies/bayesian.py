@@ -26,6 +26,10 @@ One suggestion, for training job ``i``:
 Failed jobs are never told to the model as values; their configurations are excluded from future
 suggestions. Everything random comes from ``SeedSequence(random_seed)``: the same seed and the same
 order of ``ask``/``tell`` calls give the same suggestions.
+
+The module is over 400 lines because the strategy's parts (initial design, the choice of encodings
+for ``Auto`` ranges, fantasies, the feasibility model, plateaus, exclusion) each read the strategy's
+record of launched, running, finished and failed jobs; the GP and the acquisition live apart.
 """
 
 from __future__ import annotations

@@ -35,6 +35,10 @@ configurations have a value; even then every third new configuration stays rando
 ``random_fraction`` of 1/3, interleaved deterministically as SMAC does), so that a model misled by
 early rungs is still corrected. In a finite space (integer and categorical ranges only) no
 configuration is launched twice, as with Random, and no new job starts once all have been.
+
+The module is over 400 lines because the strategy's configuration (AMT's and amtlib's keys, aliases,
+``max_resource`` inferred from static hyperparameters) is validated here, next to the only code that
+reads it.
 """
 
 from __future__ import annotations
