@@ -57,7 +57,7 @@ def main() -> None:
         f"Tuning job {args.job_name!r}: {args.strategy} search, {args.max_jobs} training jobs, "
         f"2 in parallel, records in {args.store}"
     )
-    job = tuner.fit(progress=True)
+    job = tuner.fit()  # a progress bar when stderr is a terminal
     print()
     print(job.leaderboard(top=10))
     best = job.best_training_job
