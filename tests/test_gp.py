@@ -233,6 +233,32 @@ def test_output_transform_is_monotone_and_invertible(y: np.ndarray, mode: str) -
     np.testing.assert_allclose(transform.inverse(z), y, rtol=1e-6, atol=1e-6 * (1 + np.ptp(y)))
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.float64, st.integers(12, 30), elements=st.floats(0.0, 1.0, allow_subnormal=False)),
+    arrays(np.float64, st.integers(1, 3), elements=st.floats(-1e300, 1e300)),
+    st.sampled_from(["auto", "standardize", "power"]),
+)
+def test_extreme_values_keep_the_bulk_resolved(
+    bulk: np.ndarray, far: np.ndarray, mode: str
+) -> None:
+    # A few diverged trainings (up to 1e300, fewer than a quarter of the values) beside ordinary
+    # values, which may mostly tie: the transform stays finite, bounded and monotone, and the
+    # ordinary values keep distinct model values (with the standard deviation as the scale they
+    # all collapsed onto one, and the search stopped).
+    y = np.concatenate([bulk, far])
+    transform = OutputTransform(y, mode)  # type: ignore[arg-type]
+    z = transform.transform(y)
+    assert np.all(np.isfinite(z)) and np.max(np.abs(z)) < 1e4
+    order = np.argsort(y, kind="stable")
+    assert np.all(np.diff(z[order]) >= 0)
+    values = np.unique(np.round(bulk, 9))  # values apart by at least 1e-9
+    if len(values) >= 2:
+        zb = transform.transform(values)
+        assert np.all(np.diff(zb) > 0)
+        np.testing.assert_allclose(transform.inverse(zb), values, rtol=1e-4, atol=1e-9)
+
+
 def test_incumbent_and_improvement_in_original_units() -> None:
     X, y = data(25, 2)
     gp = fit_gp(X, y, np.random.default_rng(0), output_transform="standardize")

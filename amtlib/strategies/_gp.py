@@ -165,13 +165,18 @@ class OutputTransform:
         y = np.asarray(y, dtype=float)
         self.center = float(np.median(y))
         q75, q25 = np.percentile(y, [75, 25])
-        # The IQR keeps the bulk of the values at unit scale however far out a few are (the mean
-        # absolute deviation when most values tie); values beyond _COMPRESS_BEYOND robust units
-        # are then compressed logarithmically (_compress), so a diverged training reporting 1e10
-        # neither dominates the scale nor reaches the GP as a huge number.
+        # The IQR keeps the bulk of the values at unit scale however far out a few are; when most
+        # values tie (a plateau) it is zero, and the smallest deviation from the median takes its
+        # place (any average would let one diverged value swamp the others). Values beyond
+        # _COMPRESS_BEYOND such units are then compressed logarithmically (_compress), so a
+        # diverged training reporting 1e10 neither dominates the scale nor reaches the GP as a
+        # huge number.
         scale = (q75 - q25) / 1.349
         if not scale > 0:
-            scale = float(np.mean(np.abs(y - self.center)))
+            deviations = np.abs(y - self.center)
+            # Not below rounding of the centre (nor subnormal): those are ties, not a scale.
+            deviations = deviations[deviations > max(1e-12 * abs(self.center), 1e-300)]
+            scale = float(deviations.min()) if len(deviations) else 1.0
         self.scale = scale if scale > 0 else 1.0
         self.power_lambda: float | None = None
         u = self._robust(y)
@@ -190,9 +195,18 @@ class OutputTransform:
 
     def _robust(self, y: ArrayLike) -> FloatArray:
         """Centred and scaled by the median and IQR, far values compressed."""
+        d = np.asarray(y, dtype=float) - self.center  # finite: |y| <= _MAX_ABS_Y
         with np.errstate(over="ignore"):
-            u = (np.asarray(y, dtype=float) - self.center) / self.scale
-        return _compress(np.clip(u, -1e300, 1e300))
+            u = d / self.scale
+        huge = ~(np.abs(u) <= 1e300)
+        if not huge.any():
+            return _compress(u)
+        # Past 1e300 scale units the division overflows; log1p(|u| - C) is log|u| there, taken
+        # from the logarithms so that such values stay apart instead of all becoming inf.
+        out = _compress(np.where(huge, 0.0, u))
+        logs = np.log(np.abs(d[huge])) - math.log(self.scale)
+        out[huge] = np.sign(d[huge]) * (_COMPRESS_BEYOND + logs)
+        return out
 
     def transform(self, y: ArrayLike) -> FloatArray:
         """Map objective values to the model's scale."""
