@@ -10,6 +10,7 @@ from scipy.stats import norm
 
 from amtlib.errors import ValidationError
 from amtlib.strategies._acquisition import (
+    feasibility_weighted,
     log_ei_acquisition,
     log_expected_improvement,
     log_expected_improvement_grad,
@@ -280,3 +281,27 @@ def test_gp_and_log_ei_find_the_branin_minimum_faster_than_random_search() -> No
         random_best.append(branin(np.random.default_rng(seed).random((30, 2))).min())
     assert np.median(bo_best) < 0.45 < np.median(random_best)
     assert sum(b < 0.6 for b in bo_best) >= 4
+
+
+def test_feasibility_weighting_penalises_failures_and_has_exact_gradients() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.random((24, 2))
+    y = ((X - 0.3) ** 2).sum(1)
+    failed = X[:, 0] < 0.25  # jobs fail on the left
+    model = fit_gp(X[~failed], y[~failed], rng)
+    feasibility = fit_gp(X, failed.astype(float), rng, output_transform="standardize")
+    plain = log_ei_acquisition(model, model.incumbent)
+    weighted = feasibility_weighted(plain, feasibility)
+    left, right = np.array([[0.05, 0.3]]), np.array([[0.6, 0.3]])
+    # Far into the failing region the weighting costs a lot; where jobs succeed, almost nothing.
+    assert weighted(left)[0][0] < plain(left)[0][0] - 10.0
+    assert weighted(right)[0][0] == pytest.approx(plain(right)[0][0], abs=0.5)
+    points = rng.random((6, 2))
+    _, grad = weighted(points, return_grad=True)
+    assert grad is not None
+    h = 1e-6
+    for k in range(2):
+        step = np.zeros(2)
+        step[k] = h
+        numeric = (weighted(points + step)[0] - weighted(points - step)[0]) / (2 * h)
+        np.testing.assert_allclose(grad[:, k], numeric, rtol=1e-4, atol=1e-4)

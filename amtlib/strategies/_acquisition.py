@@ -143,6 +143,58 @@ def log_ei_acquisition(model: GaussianProcess, best: float) -> Acquisition:
     return acquisition
 
 
+# How steeply the acquisition falls where a job is more likely to fail than not (see
+# feasibility_weighted): at t = -1 (84% likely to fail) it costs as much as 50 natural-log units
+# of expected improvement.
+FAILURE_BARRIER = 50.0
+
+
+def feasibility_weighted(acquisition: Acquisition, feasibility: GaussianProcess) -> Acquisition:
+    """``acquisition`` plus the log probability that a job at the point does not fail.
+
+    ``feasibility`` is a GP fitted to 0 (the job succeeded) and 1 (it failed) at every finished
+    job (least-squares classification): a point succeeds when its latent value is below 1/2, with
+    probability ``Phi(t)``, ``t = (1/2 - mean) / std``. Near a failed job that is small, so the
+    suggestions leave a region where jobs fail (diverging learning rates, out-of-memory batch
+    sizes) instead of probing its edge again and again; far from every failure it is close to 1.
+
+    Where failure is more likely than not (``t < 0``) a steep barrier, ``-FAILURE_BARRIER * t**2``, is
+    added: expected improvement extrapolated into a failing region (the values improve towards its
+    edge) can be large enough to outweigh ``log Phi(t)`` alone, and the model would then keep
+    proposing jobs that fail. The barrier is smooth, so the edge itself stays reachable, and finite,
+    so when every candidate is likely to fail the least likely one is proposed.
+    """
+    threshold = float(feasibility.transform.transform(np.array([0.5]))[0])
+
+    def weighted(X: FloatArray, return_grad: bool = False) -> tuple[FloatArray, FloatArray | None]:
+        value, grad = acquisition(X, return_grad)
+        if not return_grad:
+            mean, var = feasibility.predict(X)
+            return value + _log_success((threshold - mean) / np.sqrt(var)), None
+        assert grad is not None
+        mean, var, d_mean, d_var = feasibility.predict_with_grad(X)
+        std = np.sqrt(var)
+        t = (threshold - mean) / std
+        # d log_success / dt: phi(t) / Phi(t), minus the barrier's slope
+        slope = np.exp(_log_phi(t) - scipy.special.log_ndtr(t))
+        slope -= 2.0 * FAILURE_BARRIER * np.minimum(t, 0.0)
+        d_t = -d_mean / std[:, None] - (t / (2.0 * var))[:, None] * d_var
+        return value + _log_success(t), grad + slope[:, None] * d_t
+
+    return weighted
+
+
+def _log_success(t: FloatArray) -> FloatArray:
+    """``log Phi(t)`` with the barrier where failure is more likely than not (``t < 0``)."""
+    out: FloatArray = scipy.special.log_ndtr(t) - FAILURE_BARRIER * np.minimum(t, 0.0) ** 2
+    return out
+
+
+def _log_phi(t: FloatArray) -> FloatArray:
+    """Log density of the standard normal."""
+    return -0.5 * t * t - _LOG_SQRT_2PI
+
+
 def _keys(X: FloatArray) -> list[bytes]:
     # Rounding (and + 0.0, which turns -0.0 into 0.0) makes projected points compare exactly.
     return [row.tobytes() for row in np.round(X, _EXCLUDE_DECIMALS) + 0.0]

@@ -39,7 +39,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
 from scipy.stats import qmc
 
 from amtlib.errors import ValidationError, describe_value
@@ -51,6 +50,7 @@ from amtlib.space import (
     _NumericParameter,
 )
 from amtlib.strategies._acquisition import (
+    feasibility_weighted,
     log_ei_acquisition,
     log_expected_improvement,
     log_expected_improvement_grad,
@@ -71,10 +71,6 @@ _CONFIG_KEYS = {
 }
 # Finite spaces up to this size are enumerated when random candidates find nothing new.
 _MAX_ENUMERATION = 100_000
-# How steeply the acquisition falls where a job is more likely to fail than not (see
-# _feasibility_weighted): at t = -1 (84% likely to fail) it costs as much as 50 natural-log units
-# of expected improvement.
-_BARRIER = 50.0
 # L-BFGS-B iterations when refining the best candidates (jointly): 30 keeps a suggestion within the
 # speed target; refinement converges in fewer on most steps, and the candidates around the best
 # jobs already give precision.
@@ -128,44 +124,6 @@ def _pending_aware(model: GaussianProcess, best: float, X_pending: np.ndarray) -
         return value, (w1 / total)[:, None] * grads[0] + (w2 / total)[:, None] * grads[1]
 
     return acquisition
-
-
-def _feasibility_weighted(acquisition: Any, feasibility: GaussianProcess) -> Any:
-    """``acquisition`` plus the log probability that a job at the point does not fail.
-
-    ``feasibility`` is a GP fitted to 0 (the job succeeded) and 1 (it failed) at every finished
-    job (least-squares classification): a point succeeds when its latent value is below 1/2, with
-    probability ``Phi(t)``, ``t = (1/2 - mean) / std``. Near a failed job that is small, so the
-    suggestions leave a region where jobs fail (diverging learning rates, out-of-memory batch
-    sizes) instead of probing its edge again and again; far from every failure it is close to 1.
-
-    Where failure is more likely than not (``t < 0``) a steep barrier, ``-BARRIER * t**2``, is
-    added: expected improvement extrapolated into a failing region (the values improve towards its
-    edge) can be large enough to outweigh ``log Phi(t)`` alone, and the model would then keep
-    proposing jobs that fail. The barrier is smooth, so the edge itself stays reachable, and finite,
-    so when every candidate is likely to fail the least likely one is proposed.
-    """
-    threshold = float(feasibility.transform.transform(np.array([0.5]))[0])
-
-    def weighted(X: np.ndarray, return_grad: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        value, grad = acquisition(X, return_grad)
-        if not return_grad:
-            mean, var = feasibility.predict(X)
-            t = (threshold - mean) / np.sqrt(var)
-            return value + special.log_ndtr(t) - _BARRIER * np.minimum(t, 0.0) ** 2, None
-        assert grad is not None
-        mean, var, d_mean, d_var = feasibility.predict_with_grad(X)
-        std = np.sqrt(var)
-        t = (threshold - mean) / std
-        log_p = special.log_ndtr(t) - _BARRIER * np.minimum(t, 0.0) ** 2
-        # d log_p / dt: phi(t) / Phi(t), minus the barrier's slope
-        slope = np.exp(stats.norm.logpdf(t) - special.log_ndtr(t)) - 2.0 * _BARRIER * np.minimum(
-            t, 0.0
-        )
-        d_t = -d_mean / std[:, None] - (t / (2.0 * var))[:, None] * d_var
-        return value + log_p, grad + slope[:, None] * d_t
-
-    return weighted
 
 
 def _scaling_options(param: _NumericParameter) -> list[ScalingType]:
@@ -377,7 +335,7 @@ class BayesianStrategy(Strategy):
             acquisition = log_ei_acquisition(fitted, best)
         if excluded:
             feasibility = self._fit_feasibility(rng, space, X, self._encode(space, excluded))
-            acquisition = _feasibility_weighted(acquisition, feasibility)
+            acquisition = feasibility_weighted(acquisition, feasibility)
         others = [self._encode(space, rows) for rows in (excluded, pending) if rows]
         exclude = np.vstack([X, *others])
         anchors = X[np.argsort(losses, kind="stable")[:3]]
@@ -479,7 +437,7 @@ class BayesianStrategy(Strategy):
     def _fit_feasibility(
         self, rng: np.random.Generator, space: SearchSpace, X_ok: np.ndarray, X_failed: np.ndarray
     ) -> GaussianProcess:
-        """A GP of where jobs fail: 1 at failed jobs, 0 at the others (see _feasibility_weighted).
+        """A GP of where jobs fail: 1 at failed jobs, 0 at the others (see feasibility_weighted).
 
         Failed jobs never reach the objective's model as values; this separate model only learns
         where they happen. Warm-started like the objective's, per encoding.
