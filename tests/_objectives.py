@@ -214,3 +214,13 @@ def diverges_above_half(hp):
     for epoch in range(1, hp["epochs"] + 1):
         loss = float("nan") if hp["x"] > 0.5 and epoch == 3 else hp["x"] + 1.0 / epoch
         amtlib.report(loss=loss, grad_norm=float("inf"))
+
+
+def diverges_left(hp):
+    """Fails at once for x < 0.25; elsewhere a bowl at (0.3, 0.7) that improves with epochs."""
+    import amtlib
+
+    for epoch in range(1, 10):
+        if hp["x"] < 0.25:
+            raise FloatingPointError("diverged")
+        amtlib.report(loss=(hp["x"] - 0.3) ** 2 + (hp["y"] - 0.7) ** 2 + 0.5 / epoch)

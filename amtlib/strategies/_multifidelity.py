@@ -40,7 +40,11 @@ import numpy as np
 
 from amtlib.errors import ValidationError
 from amtlib.space import SearchSpace
-from amtlib.strategies._acquisition import log_ei_acquisition, maximize_acquisition
+from amtlib.strategies._acquisition import (
+    feasibility_weighted,
+    log_ei_acquisition,
+    maximize_acquisition,
+)
 from amtlib.strategies._gp import (
     GaussianProcess,
     GPHyperparameters,
@@ -100,6 +104,7 @@ class MultiFidelityGP:
         self.max_resource = max_resource
         self.n_candidates = n_candidates
         self._warm: GPHyperparameters | None = None
+        self._feasibility_warm: GPHyperparameters | None = None
         self._n_fits = 0
         self._top_at_last_optimisation = -1
         self._rows: dict[Any, np.ndarray] = {}
@@ -160,6 +165,7 @@ class MultiFidelityGP:
         observations: Sequence[Observation],
         running: Sequence[Mapping[str, Any]],
         launched: Sequence[Mapping[str, Any]],
+        failed: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any] | None:
         """The configuration for job ``index``, or ``None`` when nothing can be proposed.
 
@@ -168,6 +174,9 @@ class MultiFidelityGP:
             observations: every value reported at a rung level or at ``max_resource``.
             running: configurations of jobs still running (fantasised at the top level).
             launched: every configuration launched so far (never proposed again).
+            failed: configurations of jobs that ended without a value (an exception, a NaN): a
+                separate model of where jobs fail steers proposals away, as in the Bayesian
+                strategy (`feasibility_weighted`); they are never told as values.
 
         Returns:
             ``None`` when there are fewer than two observations or two distinct values, or when
@@ -177,7 +186,7 @@ class MultiFidelityGP:
         if len(observations) < 2 or len(set(losses)) < 2:
             return None
         with single_threaded_blas():
-            return self._suggest(index, observations, running, launched)
+            return self._suggest(index, observations, running, launched, failed)
 
     def _suggest(
         self,
@@ -185,6 +194,7 @@ class MultiFidelityGP:
         observations: Sequence[Observation],
         running: Sequence[Mapping[str, Any]],
         launched: Sequence[Mapping[str, Any]],
+        failed: Sequence[Mapping[str, Any]],
     ) -> dict[str, Any] | None:
         rng = model_rng(self.seed, index + 1)
         data = self._select(observations, rng)
@@ -214,6 +224,21 @@ class MultiFidelityGP:
         if running:
             model = fitted.condition_on(self._encode(running))
         acquisition = log_ei_acquisition(model, best)
+        if failed:
+            failed_keys = {self.space.key(p) for p in failed}
+            ok = [p for key, p in seen.items() if key not in failed_keys]
+            if ok:
+                X_f = self._encode([*ok, *failed])
+                labels = np.concatenate([np.zeros(len(ok)), np.ones(len(failed))])
+                feasibility = fit_gp(
+                    X_f,
+                    labels,
+                    rng,
+                    warm_start=self._feasibility_warm,
+                    output_transform="standardize",
+                )
+                self._feasibility_warm = feasibility.hyperparameters
+                acquisition = feasibility_weighted(acquisition, feasibility)
 
         d = self.space.n_dims
         refinable = np.append(self.space.refinable_mask(), False)

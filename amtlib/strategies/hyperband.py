@@ -315,6 +315,7 @@ class _Job:
     last_step: int = 0
     paused_at: int | None = None
     finished: bool = False
+    failed: bool = False  # finished without an objective value (an exception, a NaN)
 
 
 class HyperbandStrategy(Strategy):
@@ -427,7 +428,8 @@ class HyperbandStrategy(Strategy):
                     if not job.finished and job.paused_at is None
                 ]
                 launched = [job.hyperparameters for job in self.jobs.values()]
-                params = self._model.suggest(index, observations, running, launched)
+                failed = [job.hyperparameters for job in self.jobs.values() if job.failed]
+                params = self._model.suggest(index, observations, running, launched, failed)
                 if params is not None:
                     return params
         return self._draws.draw(rng)
@@ -551,6 +553,7 @@ class HyperbandStrategy(Strategy):
             return
         if job.paused_at is None:
             job.finished = True
+            job.failed = trial.loss is None
 
     def restore(self, trials: Sequence[Trial]) -> None:
         """Replay launches, then each job's reported values in launch order (rungs rebuilt).
@@ -570,6 +573,7 @@ class HyperbandStrategy(Strategy):
             levels = [level for level in job.values if level < self.max_resource]
             job.paused_at = max(levels) if trial.paused and levels else None
             job.finished = trial.status.is_finished() and not trial.paused
+            job.failed = job.finished and trial.loss is None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
