@@ -196,7 +196,8 @@ def simulate(
         last_step[index] = step
         best = min(best, float(curve[step - 1]))
         events.append((spent, best))
-        hb.tell(SimpleNamespace(index=index))  # Hyperband's tell reads only the index
+        # Hyperband's tell reads the index and whether the job has a value (it always has here).
+        hb.tell(SimpleNamespace(index=index, loss=float(curve[step - 1])))
     return events
 
 
