@@ -45,6 +45,7 @@ from amtlib.records import (
     TrainingJob,
     TrainingJobStatus,
     Trial,
+    json_safe,
 )
 from amtlib.reporting import Action, Decision, ReportServer
 from amtlib.store import SQLiteStore
@@ -165,9 +166,12 @@ class Run:
                 self.launch()
                 if not self.running:
                     break
-                done, _ = wait(self.running, timeout=self.time_left(), return_when=FIRST_COMPLETED)
+                done, _ = wait(self.running, timeout=self.wait_for(), return_when=FIRST_COMPLETED)
                 for future in done:
                     self.finish(future)
+                if time.monotonic() - self.state_saved >= _STATE_EVERY_SECONDS:
+                    with self.lock:
+                        self.save_state()  # the runtime so far, should the tuner crash
                 if not self.out_of_time and self.time_left() == 0.0:
                     self.out_of_time = True
                     self.stop_all("MaxRuntimeInSeconds reached")
@@ -184,7 +188,7 @@ class Run:
             self.abandon_running()
             if owned:
                 self.executor.shutdown(wait=True, cancel_futures=True)
-                self.record_finished_meanwhile()
+            self.record_finished_meanwhile()  # those done by now (all of them, if ours)
             self.running.clear()
             self.server.close()
             if self.temporary_checkpoints and self.checkpoints is not None:
@@ -299,8 +303,6 @@ class Run:
             self.store.put_training_job(self.name, job)  # durable before anything depends on it
             self.jobs[index] = job
             self.strategy.tell(self.trial(job))
-            if time.monotonic() - self.state_saved >= _STATE_EVERY_SECONDS:
-                self.save_state()  # the runtime so far, should the tuner crash
         return job
 
     def apply_outcome(self, job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
@@ -411,6 +413,14 @@ class Run:
 
     # -- limits -------------------------------------------------------------------------------------
 
+    def wait_for(self) -> float:
+        """How long the loop waits for a job to finish before it looks again: until the time
+        limit, and at most _STATE_EVERY_SECONDS (the state is saved that often)."""
+        left = self.time_left()
+        if self.out_of_time or left is None:  # (0.0 once out of time would spin)
+            return _STATE_EVERY_SECONDS
+        return min(left, _STATE_EVERY_SECONDS)
+
     def time_left(self) -> float | None:
         limit = self.limits.max_runtime_in_seconds
         if limit is None:
@@ -493,7 +503,7 @@ class Run:
         if changes.get("end_time") is not None:
             changes["completion_reason"] = self.completion_reason()
         self.state.update(
-            changes, last_modified_time=time.time(), strategy=self.strategy.describe()
+            changes, last_modified_time=time.time(), strategy=json_safe(self.strategy.describe())
         )
         self.store.set_tuning_job_state(self.name, self.state)
         self.state_saved = time.monotonic()
@@ -555,10 +565,11 @@ def _check_resumable(
     if config["random_seed"] is None or config["random_seed"] == stored.get("random_seed"):
         config = {**config, "random_seed": stored.get("random_seed")}
     for key, value in config.items():
-        # Compared as JSON text: key order (the ranges' order is the grid's and the encoding's)
-        # and types (1, 1.0 and True) count.
+        # Compared as JSON text: types count (1, 1.0 and True differ), and so does the order of
+        # the ranges (the grid's order and the encoding's), not the order of other keys.
         given = json.loads(json.dumps(value))
-        if json.dumps(given) != json.dumps(stored.get(key)):
+        ordered = key != "ranges"
+        if json.dumps(given, sort_keys=ordered) != json.dumps(stored.get(key), sort_keys=ordered):
             raise StoreError(
                 f"Tuning job {name!r} already exists in store {store.path!r} with another {key!r}"
                 f"{_difference(stored.get(key), given)}. A tuning job resumes only with the "

@@ -967,6 +967,9 @@ class JobContext:
 
     def report(self, /, step: int | None = None, **metrics: Any) -> None:
         """Record one step of metrics and send it to the tuner; see :func:`report`."""
+        with self._lock:
+            if self._decision is not None:
+                raise TrialStopped(self._decision.action, self._decision.reason, self._last_step)
         if self._objective is not None and metrics:
             # Side metrics that are NaN or infinite are left out; a NaN or infinite objective (a
             # diverging training) ends the job here, unrecorded: its objective will be failed.

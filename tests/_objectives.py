@@ -224,3 +224,11 @@ def diverges_left(hp):
         if hp["x"] < 0.25:
             raise FloatingPointError("diverged")
         amtlib.report(loss=(hp["x"] - 0.3) ** 2 + (hp["y"] - 0.7) ** 2 + 0.5 / epoch)
+
+
+def integer_curve(hp):
+    """loss = x + 1/epoch, resuming after current_job().resume_step (promotion needs no state)."""
+    import amtlib
+
+    for epoch in range(amtlib.current_job().resume_step + 1, hp["epochs"] + 1):
+        amtlib.report(loss=hp["x"] + 1.0 / epoch)

@@ -249,3 +249,39 @@ def test_a_diverging_job_is_stopped_with_a_failed_objective(tmp_path, executor):
         else:
             assert j.status is TrainingJobStatus.COMPLETED
     assert any(j.hyperparameters["x"] > 0.5 for j in job.training_jobs)
+
+
+def test_a_huge_negative_loss_does_not_break_the_tuning_job_record(tmp_path):
+    # The best value a compressed outlier (-1e300): the model's plausible improvement, mapped back
+    # to objective units, overflowed to inf and the state could not be saved as JSON.
+    def train(hp):
+        return -1e300 if hp["x"] > 0.7 and hp["y"] > 0.5 else (hp["x"] - 0.3) ** 2 + hp["y"]
+
+    tuner = make(
+        tmp_path,
+        train=train,
+        hyperparameter_ranges={"x": ContinuousParameter(0, 1), "y": ContinuousParameter(0, 1)},
+        strategy="Bayesian",
+        strategy_config={"n_candidates": 64, "initial_design_size": 4},
+        max_jobs=8,
+        random_seed=5,
+    )
+    job = tuner.fit()
+    assert job.status == "Completed" and job.best_training_job.objective_value == -1e300
+    details = TuningJob.load("r", str(tmp_path / "s.db")).describe()["AmtlibDetails"]
+    assert details["CompletionReason"] == "MaxNumberOfTrainingJobs reached"
+
+
+def test_promotion_trains_the_best_of_a_used_up_finite_space_to_the_top(tmp_path):
+    # Four configurations: once all are launched no rung gains values, so no promotion would be
+    # earned; the best paused one is promoted anyway (it ended the run with all four paused).
+    job = make(
+        tmp_path,
+        train=obj.integer_curve,
+        hyperparameter_ranges={"x": IntegerParameter(0, 3)},
+        strategy_config={"max_resource": 9, "brackets": 1, "mode": "promotion"},
+        max_jobs=20,
+    ).fit()
+    best = job.best_training_job
+    assert best.hyperparameters["x"] == 0 and max(best.steps("loss")) == 9
+    assert all(not j.paused for j in job.training_jobs)

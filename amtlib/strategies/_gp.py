@@ -140,8 +140,9 @@ class GPHyperparameters:
 class OutputTransform:
     """Monotone increasing map from objective values to the GP's standardised scale.
 
-    Always standardises. Additionally applies a Yeo-Johnson power transform (after a robust
-    median/IQR rescaling) when there are at least 8 distinct points and a likelihood-ratio test says
+    Always standardises, after centring on the median and scaling by the IQR (values more than
+    ``_COMPRESS_BEYOND`` such units out are compressed logarithmically). Additionally applies a
+    Yeo-Johnson power transform when there are at least 8 distinct points and a likelihood-ratio test says
     the power transform makes the values significantly more Gaussian (statistic > 3.84, the 5%
     chi-square level): typically heavy tails or outliers, such as a few diverged trainings. Both
     steps are strictly increasing, so the order of ``y`` and which value is best are kept.
@@ -171,11 +172,12 @@ class OutputTransform:
         # _COMPRESS_BEYOND such units are then compressed logarithmically (_compress), so a
         # diverged training reporting 1e10 neither dominates the scale nor reaches the GP as a
         # huge number.
+        # Differences below rounding of the centre (or subnormal) are ties, not a scale.
+        tie = max(1e-12 * abs(self.center), 1e-300)
         scale = (q75 - q25) / 1.349
-        if not scale > 0:
+        if not scale > tie:
             deviations = np.abs(y - self.center)
-            # Not below rounding of the centre (nor subnormal): those are ties, not a scale.
-            deviations = deviations[deviations > max(1e-12 * abs(self.center), 1e-300)]
+            deviations = deviations[deviations > tie]
             scale = float(deviations.min()) if len(deviations) else 1.0
         self.scale = scale if scale > 0 else 1.0
         self.power_lambda: float | None = None
@@ -220,7 +222,9 @@ class OutputTransform:
         u = np.asarray(z, dtype=float) * self.std + self.mean
         if self.power_lambda is not None:
             u = _yeo_johnson_inverse(u, self.power_lambda)
-        return _decompress(u) * self.scale + self.center
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = _decompress(u) * self.scale + self.center
+        return np.clip(np.nan_to_num(y, nan=self.center), -_MAX_ABS_Y, _MAX_ABS_Y)
 
 
 def _compress(u: FloatArray) -> FloatArray:

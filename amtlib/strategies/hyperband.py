@@ -532,15 +532,23 @@ class HyperbandStrategy(Strategy):
         return index in ranked[:allowed]
 
     def promote(self) -> int | None:
-        """A paused job to resume now (promotion mode), best first, highest rung first; else None."""
+        """A paused job to resume now (promotion mode), best first, highest rung first; else None.
+
+        Once a finite space has no new configuration left, no rung will gain values to earn more
+        promotions: the best paused job is then promoted whatever the quota, so the budget goes on
+        training the most promising configurations instead of ending with all of them paused.
+        """
         if self.mode != "promotion":
             return None
+        no_newcomers = self._draws.exhausted
         for level in reversed(self.levels):
             for system in sorted(self.rungs):
                 rung = self.rungs[system].get(level, {})
                 for index in sorted(rung, key=lambda j: (rung[j], j)):
                     job = self.jobs[index]
-                    if job.paused_at == level and self._promotable(system, level, index):
+                    if job.paused_at == level and (
+                        no_newcomers or self._promotable(system, level, index)
+                    ):
                         self.promoted.setdefault((system, level), set()).add(index)
                         job.paused_at = None
                         job.finished = False
