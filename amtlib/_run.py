@@ -298,11 +298,14 @@ class Run:
         """Store a finished job's record, then tell the strategy."""
         with self.lock:
             index = self.running.pop(future)
-            self.server.unregister(index)
-            job = self.apply_outcome(self.jobs[index], future)
-            self.store.put_training_job(self.name, job)  # durable before anything depends on it
-            self.jobs[index] = job
-            self.strategy.tell(self.trial(job))
+            return self.settle(self.apply_outcome(self.jobs[index], future))
+
+    def settle(self, job: TrainingJob) -> TrainingJob:
+        """A job that ended: stored, then told to the strategy (the caller holds the lock)."""
+        self.server.unregister(job.index)
+        self.store.put_training_job(self.name, job)  # durable before anything depends on it
+        self.jobs[job.index] = job
+        self.strategy.tell(self.trial(job))
         return job
 
     def apply_outcome(self, job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
@@ -436,11 +439,7 @@ class Run:
             if future.cancel() or (kill is not None and kill(future)):
                 with self.lock:
                     index = self.running.pop(future)
-                    self.server.unregister(index)
-                    job = self.killed(self.jobs[index], reason)
-                    self.store.put_training_job(self.name, job)
-                    self.jobs[index] = job
-                    self.strategy.tell(self.trial(job))
+                    self.settle(self.killed(self.jobs[index], reason))
             else:
                 with self.lock:
                     self.to_stop[self.running[future]] = reason
@@ -568,8 +567,10 @@ def _check_resumable(
         # Compared as JSON text: types count (1, 1.0 and True differ), and so does the order of
         # the ranges (the grid's order and the encoding's), not the order of other keys.
         given = json.loads(json.dumps(value))
-        ordered = key != "ranges"
-        if json.dumps(given, sort_keys=ordered) != json.dumps(stored.get(key), sort_keys=ordered):
+        any_order = key != "ranges"
+        if json.dumps(given, sort_keys=any_order) != json.dumps(
+            stored.get(key), sort_keys=any_order
+        ):
             raise StoreError(
                 f"Tuning job {name!r} already exists in store {store.path!r} with another {key!r}"
                 f"{_difference(stored.get(key), given)}. A tuning job resumes only with the "

@@ -1008,12 +1008,9 @@ class JobContext:
     def _next_step(self, step: Any, counts: bool) -> int:
         """The step of a report: one more than the last counted step when it reports the objective
         metric, else the current step (the last one, at least the first after the offset)."""
+        lowest = max(self._counted_step + 1 if counts else 0, self._last_step, self._offset + 1)
         if step is None:
-            if counts:
-                return max(self._counted_step + 1, self._last_step)
-            return max(self._last_step, self._offset + 1)
-        lowest = max(self._counted_step + 1, self._last_step) if counts else self._last_step
-        lowest = max(lowest, self._offset + 1)
+            return lowest
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < lowest:
             resumed = (
                 f" This job resumed from its checkpoint after step {self._offset} "

@@ -26,7 +26,7 @@ import scipy.special
 from numpy.typing import ArrayLike, NDArray
 
 from amtlib.errors import ValidationError
-from amtlib.strategies._gp import GaussianProcess, single_threaded_blas
+from amtlib.strategies._gp import GaussianProcess, GPHyperparameters, fit_gp, single_threaded_blas
 
 FloatArray = NDArray[np.float64]
 
@@ -147,6 +147,22 @@ def log_ei_acquisition(model: GaussianProcess, best: float) -> Acquisition:
 # feasibility_weighted): at t = -1 (84% likely to fail) it costs as much as 50 natural-log units
 # of expected improvement.
 FAILURE_BARRIER = 50.0
+
+
+def fit_feasibility(
+    X_ok: FloatArray,
+    X_failed: FloatArray,
+    rng: np.random.Generator,
+    warm_start: GPHyperparameters | None = None,
+) -> GaussianProcess:
+    """A GP of where jobs fail, for `feasibility_weighted`: 0 at ``X_ok``, 1 at ``X_failed``.
+
+    Failed jobs never reach the objective's model as values; this separate model only learns
+    where they happen (least-squares classification, the labels standardised).
+    """
+    X = np.vstack([X_ok, X_failed])
+    labels = np.concatenate([np.zeros(len(X_ok)), np.ones(len(X_failed))])
+    return fit_gp(X, labels, rng, warm_start=warm_start, output_transform="standardize")
 
 
 def feasibility_weighted(acquisition: Acquisition, feasibility: GaussianProcess) -> Acquisition:

@@ -42,6 +42,7 @@ from amtlib.errors import ValidationError
 from amtlib.space import SearchSpace
 from amtlib.strategies._acquisition import (
     feasibility_weighted,
+    fit_feasibility,
     log_ei_acquisition,
     maximize_acquisition,
 )
@@ -228,14 +229,8 @@ class MultiFidelityGP:
             failed_keys = {self.space.key(p) for p in failed}
             ok = [p for key, p in seen.items() if key not in failed_keys]
             if ok:
-                X_f = self._encode([*ok, *failed])
-                labels = np.concatenate([np.zeros(len(ok)), np.ones(len(failed))])
-                feasibility = fit_gp(
-                    X_f,
-                    labels,
-                    rng,
-                    warm_start=self._feasibility_warm,
-                    output_transform="standardize",
+                feasibility = fit_feasibility(
+                    self._encode(ok), self._encode(failed), rng, self._feasibility_warm
                 )
                 self._feasibility_warm = feasibility.hyperparameters
                 acquisition = feasibility_weighted(acquisition, feasibility)

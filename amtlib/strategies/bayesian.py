@@ -51,6 +51,7 @@ from amtlib.space import (
 )
 from amtlib.strategies._acquisition import (
     feasibility_weighted,
+    fit_feasibility,
     log_ei_acquisition,
     log_expected_improvement,
     log_expected_improvement_grad,
@@ -437,15 +438,9 @@ class BayesianStrategy(Strategy):
     def _fit_feasibility(
         self, rng: np.random.Generator, space: SearchSpace, X_ok: np.ndarray, X_failed: np.ndarray
     ) -> GaussianProcess:
-        """A GP of where jobs fail: 1 at failed jobs, 0 at the others (see feasibility_weighted).
-
-        Failed jobs never reach the objective's model as values; this separate model only learns
-        where they happen. Warm-started like the objective's, per encoding.
-        """
-        X = np.vstack([X_ok, X_failed])
-        labels = np.concatenate([np.zeros(len(X_ok)), np.ones(len(X_failed))])
+        """`fit_feasibility`, warm-started like the objective's model, per encoding."""
         key = ("feasibility", id(space))
-        gp = fit_gp(X, labels, rng, warm_start=self._warm.get(key), output_transform="standardize")
+        gp = fit_feasibility(X_ok, X_failed, rng, self._warm.get(key))
         self._warm[key] = gp.hyperparameters
         return gp
 
