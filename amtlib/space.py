@@ -90,6 +90,11 @@ def _finite_float(value: object) -> float | None:
     return as_float if math.isfinite(as_float) else None
 
 
+def is_int(value: object) -> bool:
+    """An int of any kind (Python's, numpy's) but not a bool: ``True`` is no count."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def _whole(value: object) -> int | None:
     """``value`` as an int when it is a whole number (an int, or a float such as ``3.0``)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):

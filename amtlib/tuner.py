@@ -30,7 +30,7 @@ from amtlib.errors import (
 )
 from amtlib.records import ObjectiveType
 from amtlib.results import TuningJob
-from amtlib.space import MAX_GRID_SIZE, Parameter, SearchSpace
+from amtlib.space import MAX_GRID_SIZE, Parameter, SearchSpace, is_int
 from amtlib.stopping import MedianStopper, parse_early_stopping
 from amtlib.store import SQLiteStore, open_store
 from amtlib.strategies import make_strategy, parse_strategy
@@ -64,11 +64,6 @@ _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EXECUTOR_NAMES = ("process", "thread", "inline")
 
 
-def _is_int(value: Any) -> bool:
-    """An int of any kind (Python's, numpy's) but not a bool: ``True`` is no count of jobs."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
 def _positive_seconds(value: Any) -> bool:
     """A finite number > 0 of any kind (Python's, numpy's), not a bool."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
@@ -83,7 +78,7 @@ def _positive_seconds(value: Any) -> bool:
 def _positive_int(name: str, value: Any, *, optional: bool, fix: str) -> int | None:
     if value is None and optional:
         return None
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         none = " or None" if optional else ""
         raise ValidationError(
             f"The {name!r} parameter of Tuner must be an int >= 1{none}. "
@@ -339,7 +334,7 @@ class Tuner:
                 fix="pass 1 or more, or None to never stop early",
             ),
         )
-        if random_seed is not None and (not _is_int(random_seed) or random_seed < 0):
+        if random_seed is not None and (not is_int(random_seed) or random_seed < 0):
             raise ValidationError(
                 "The 'random_seed' parameter of Tuner must be an int >= 0 or None. Got "
                 f"{describe_value(random_seed)} instead. Fix: pass e.g. random_seed=0."

@@ -55,7 +55,7 @@ from scipy import special
 from amtlib.errors import ValidationError, describe_value
 from amtlib.records import Trial
 from amtlib.reporting import Action, Decision
-from amtlib.space import SearchSpace
+from amtlib.space import SearchSpace, is_int
 from amtlib.strategies._multifidelity import MultiFidelityGP, Observation
 from amtlib.strategies.base import Strategy, trial_rng
 from amtlib.strategies.random import UnseenDraws
@@ -135,7 +135,7 @@ def hyperband_config(
     for key in ("min_resource", "max_resource", "reduction_factor"):
         value = config[key]
         low = 2 if key == "reduction_factor" else 1
-        if not _is_int(value) or value < low:
+        if not is_int(value) or value < low:
             raise ValidationError(
                 f"Hyperband's {key} must be an int >= {low}. Got {describe_value(value)} instead "
                 f"(from {origin.get(key, 'the default')}). "
@@ -143,7 +143,7 @@ def hyperband_config(
             )
         config[key] = int(value)
     brackets = config.setdefault("brackets", None)
-    if brackets is not None and (not _is_int(brackets) or brackets < 1):
+    if brackets is not None and (not is_int(brackets) or brackets < 1):
         raise ValidationError(
             f"Hyperband's brackets must be an int >= 1 or None (all). Got {describe_value(brackets)} "
             "instead. Fix: pass 1 for asynchronous successive halving alone (ASHA), or omit it."
@@ -171,10 +171,6 @@ def hyperband_config(
     for key, allowed in _CHOICES.items():
         config[key] = _choice(key, config[key], allowed)
     return config
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _resource_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -223,7 +219,7 @@ def _same(a: object, b: object) -> bool:
 def _epochs(name: str, value: object) -> int:
     """An epoch count from a static hyperparameter: an int, ``10.0`` or ``"10"`` (AMT's strings)."""
     count: int | None = None
-    if _is_int(value):
+    if is_int(value):
         count = int(value)  # type: ignore[call-overload]
     elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         as_float = float(value)
