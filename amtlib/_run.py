@@ -135,6 +135,13 @@ class Run:
         if job.objective_status is ObjectiveStatus.SUCCEEDED and job.objective_value is not None:
             loss = self.sign * job.objective_value
         intermediate = tuple(sorted(self.losses(job).items()))
+        # Stopped without a value: killed or cancelled by the tuner, unless report() met a NaN (the
+        # training diverged, which is the configuration's failure).
+        unfinished = (
+            loss is None
+            and job.status is TrainingJobStatus.STOPPED
+            and (job.stop_reason or {}).get("rule") != "not_finite"
+        )
         return Trial(
             job.index,
             job.hyperparameters,
@@ -143,6 +150,7 @@ class Run:
             intermediate,
             job.paused,
             job.history,
+            unfinished,
         )
 
     # -- the loop -------------------------------------------------------------------------------

@@ -192,6 +192,9 @@ class Trial:
         paused: the job ended paused by the strategy (Hyperband promotion) and may be resumed.
         history: the job's events (see ``TrainingJob.history``), e.g. what the strategy noted at
             launch (``Strategy.launch_record``).
+        unfinished: the tuner stopped the job before it reported an objective value (killed at the
+            time limit, or cancelled before it started): its configuration neither succeeded nor
+            failed, so a model must not learn from it that the configuration fails.
     """
 
     index: int
@@ -201,6 +204,7 @@ class Trial:
     intermediate: tuple[tuple[int, float], ...] = ()
     paused: bool = False
     history: tuple[dict[str, Any], ...] = ()
+    unfinished: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -118,6 +118,36 @@ def test_failed_jobs_are_not_told_as_values_and_not_proposed_again():
     assert strategy.ask(1) == []  # all 12 configurations launched
 
 
+def test_jobs_stopped_before_any_value_are_not_taken_for_failures():
+    # Killed at a time limit before they reported: never proposed again, but no feasibility model
+    # learns from them that their region fails.
+    space = SearchSpace({"k": IntegerParameter(1, 8)})
+    strategy = BayesianStrategy(space, seed=0, config={"initial_design_size": 3})
+    asked = []
+    for i in range(6):
+        (params,) = strategy.ask(1)
+        asked.append(params)
+        if i in (1, 4):
+            trial = Trial(i, params, TrainingJobStatus.STOPPED, None, unfinished=True)
+        else:
+            trial = Trial(i, params, TrainingJobStatus.COMPLETED, float(params["k"]))
+        strategy.tell(trial)
+    assert strategy._failed == [] and len(strategy._unfinished) == 2
+    assert not any("feasibility" in key for key in strategy._warm)  # no feasibility model
+    rest = strategy.ask(1) + strategy.ask(1)
+    assert {space.key(p) for p in rest}.isdisjoint(space.key(p) for p in asked)
+    # The same jobs as failures do train it.
+    failing = BayesianStrategy(space, seed=0, config={"initial_design_size": 3})
+    for i in range(6):
+        (params,) = failing.ask(1)
+        status = TrainingJobStatus.FAILED if i in (1, 4) else TrainingJobStatus.COMPLETED
+        loss = None if i in (1, 4) else float(params["k"])
+        failing.tell(Trial(i, params, status, loss))
+    failing.ask(1)
+    assert len(failing._failed) == 2
+    assert any("feasibility" in key for key in failing._warm)
+
+
 def test_a_region_where_jobs_fail_is_learned_and_left():
     # Jobs fail for x < 0.2 (a diverging learning rate); the best feasible point, x = 0.3, is near
     # that edge. Without a model of failures the values, improving towards the edge, drew almost

@@ -307,3 +307,23 @@ def test_model_based_hyperband_learns_where_jobs_fail():
         failures += sum(j.status.value == "Failed" for j in job.training_jobs)
         assert job.best_training_job.objective_value < 0.06
     assert failures <= 30
+
+
+def test_a_job_stopped_before_any_value_is_not_a_failure():
+    # Killed at a time limit before it reported: the model-based proposals must not learn from it
+    # that its configuration fails; a job that raised must.
+    strategy = HyperbandStrategy(SPACE, seed=0, config={"max_resource": 9})
+    (a,) = strategy.ask(1)
+    (b,) = strategy.ask(1)
+    strategy.tell(Trial(0, a, TrainingJobStatus.STOPPED, None, unfinished=True))
+    strategy.tell(Trial(1, b, TrainingJobStatus.FAILED, None))
+    assert strategy.jobs[0].finished and not strategy.jobs[0].failed
+    assert strategy.jobs[1].finished and strategy.jobs[1].failed
+    again = HyperbandStrategy(SPACE, seed=0, config={"max_resource": 9})  # a resumed one
+    again.restore(
+        [
+            Trial(0, a, TrainingJobStatus.STOPPED, None, unfinished=True),
+            Trial(1, b, TrainingJobStatus.FAILED, None),
+        ]
+    )
+    assert not again.jobs[0].failed and again.jobs[1].failed

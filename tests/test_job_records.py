@@ -15,6 +15,7 @@ from amtlib import (
     TuningJob,
     ValidationError,
 )
+from amtlib.strategies import RandomStrategy
 
 RANGES = {"x": ContinuousParameter(0.0, 1.0)}
 
@@ -150,6 +151,36 @@ def test_a_job_killed_at_the_time_limit_keeps_its_last_report(tmp_path):
     assert job.best_training_job is not None
 
 
+def told_trials(monkeypatch):
+    """Every Trial the tuner tells the Random strategy, in order."""
+    told = []
+    monkeypatch.setattr(RandomStrategy, "tell", lambda self, trial: told.append(trial))
+    return told
+
+
+def test_a_job_killed_before_any_value_is_unfinished_not_failed(tmp_path, monkeypatch):
+    # Killed at the time limit before it reported: the configuration neither succeeded nor failed,
+    # so a feasibility model must not learn that it fails.
+    told = told_trials(monkeypatch)
+    job = make(
+        tmp_path,
+        train=obj.silent_when_large,
+        strategy="Random",
+        strategy_config={},
+        executor="process",
+        max_parallel_jobs=2,
+        max_jobs=6,
+        max_runtime_in_seconds=2.0,
+    ).fit()
+    by_index = {t.index: t for t in told}
+    killed = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert killed and all(j.hyperparameters["x"] > 0.5 for j in killed)
+    for j in job.training_jobs:
+        trial = by_index[j.index]
+        assert trial.unfinished is (j.status is TrainingJobStatus.STOPPED)
+        assert (trial.loss is None) is trial.unfinished
+
+
 def test_a_job_rerun_after_a_crash_is_judged_afresh(tmp_path):
     folder = str(tmp_path)
     tuner = make(
@@ -223,7 +254,8 @@ def test_describe_uses_amt_shapes_for_limits_and_the_hyperband_config(tmp_path):
 
 
 @pytest.mark.parametrize("executor", ["inline", "process"])
-def test_a_diverging_job_is_stopped_with_a_failed_objective(tmp_path, executor):
+def test_a_diverging_job_is_stopped_with_a_failed_objective(tmp_path, executor, monkeypatch):
+    told = told_trials(monkeypatch)
     job = make(
         tmp_path,
         train=obj.diverges_above_half,
@@ -246,6 +278,9 @@ def test_a_diverging_job_is_stopped_with_a_failed_objective(tmp_path, executor):
                 "value": "nan",
             }
             assert [r.step for r in j.reports] == [1, 2] and "diverged" in j.failure_reason
+            # The configuration failed: not "unfinished", so a feasibility model learns from it.
+            (trial,) = [t for t in told if t.index == j.index]
+            assert trial.loss is None and not trial.unfinished
         else:
             assert j.status is TrainingJobStatus.COMPLETED
     assert any(j.hyperparameters["x"] > 0.5 for j in job.training_jobs)

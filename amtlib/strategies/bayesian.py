@@ -24,8 +24,10 @@ One suggestion, for training job ``i``:
    never searched twice; when nothing is left, ``ask`` returns ``[]``.
 
 Failed jobs are never told to the model as values; their configurations are excluded from future
-suggestions. Everything random comes from ``SeedSequence(random_seed)``: the same seed and the same
-order of ``ask``/``tell`` calls give the same suggestions.
+suggestions, and a feasibility model learns where jobs fail. Jobs the tuner stopped before any value
+(``Trial.unfinished``) are excluded too, but not taken for failures. Everything random comes from
+``SeedSequence(random_seed)``: the same seed and the same order of ``ask``/``tell`` calls give the
+same suggestions.
 
 The module is over 400 lines because the strategy's parts (initial design, the choice of encodings
 for ``Auto`` ranges, fantasies, the feasibility model, plateaus, exclusion) each read the strategy's
@@ -179,6 +181,7 @@ class BayesianStrategy(Strategy):
         # id(space) -> configuration key -> its row in that space's cube
         self._encodings: dict[int, dict[Any, np.ndarray]] = {}
         self._failed: list[dict[str, Any]] = []
+        self._unfinished: list[dict[str, Any]] = []  # stopped by the tuner before any value
         self._pending: dict[int, dict[str, Any]] = {}
         self._seen: set[tuple[tuple[str, object], ...]] = set()
         self._n_fits = 0
@@ -195,10 +198,12 @@ class BayesianStrategy(Strategy):
 
     def tell(self, trial: Trial) -> None:
         params = self._pending.pop(trial.index, trial.hyperparameters)
-        if trial.loss is None or not math.isfinite(trial.loss):
-            self._failed.append(params)
-        else:
+        if trial.loss is not None and math.isfinite(trial.loss):
             self._observed.append((params, float(trial.loss)))
+        elif trial.unfinished:
+            self._unfinished.append(params)
+        else:
+            self._failed.append(params)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"InitialDesignSize": self.initial_design_size}
@@ -291,7 +296,7 @@ class BayesianStrategy(Strategy):
 
     def _model_based(self, index: int) -> dict[str, Any] | None:
         pending = [self._pending[i] for i in sorted(self._pending)]
-        return self.suggest(index, self._observed, pending, self._failed)
+        return self.suggest(index, self._observed, pending, self._failed, self._unfinished)
 
     def suggest(
         self,
@@ -299,17 +304,20 @@ class BayesianStrategy(Strategy):
         observed: Sequence[tuple[dict[str, Any], float]],
         pending: Sequence[dict[str, Any]],
         excluded: Sequence[dict[str, Any]] = (),
+        untried: Sequence[dict[str, Any]] = (),
     ) -> dict[str, Any] | None:
         """The model's suggestion for job ``index`` given explicit data (at least 2 observations).
 
         The Bayesian strategy passes its own finished jobs (a seam for callers with other data).
-        ``observed`` and ``pending`` configurations and ``excluded`` ones are never proposed again.
-        Returns ``None`` when a finite space has nothing left.
+        ``excluded`` configurations failed (the feasibility model learns from them); ``untried``
+        ones ended without a verdict (stopped by the tuner before any value). Neither, nor any
+        ``observed`` or ``pending`` configuration, is proposed again. Returns ``None`` when a
+        finite space has nothing left.
         """
         # One BLAS thread: numpy's and scipy's OpenBLAS pools fight on small matrices (a likelihood
         # evaluation at n = 100 took 40 ms with both pools awake, under 1 ms with one thread).
         with single_threaded_blas():
-            return self._suggest_from(index, observed, pending, excluded)
+            return self._suggest_from(index, observed, pending, excluded, untried)
 
     def _suggest_from(
         self,
@@ -317,6 +325,7 @@ class BayesianStrategy(Strategy):
         observed: Sequence[tuple[dict[str, Any], float]],
         pending: Sequence[dict[str, Any]],
         excluded: Sequence[dict[str, Any]],
+        untried: Sequence[dict[str, Any]] = (),
     ) -> dict[str, Any] | None:
         rng = model_rng(self.seed, index + 1)
         losses = capped_targets([loss for _, loss in observed])
@@ -325,7 +334,7 @@ class BayesianStrategy(Strategy):
             # expected improvement would only chase the corners, where the GP's variance is
             # largest. Spread out instead, as the initial design does.
             space = self._space_for(self._scaling)
-            launched = [[p for p, _ in observed], list(excluded), list(pending)]
+            launched = [[p for p, _ in observed], list(excluded), list(pending), list(untried)]
             taken = np.vstack([self._encode(space, rows) for rows in launched if rows])
             return self._farthest(index, space, rng, taken)
         space, fitted, X = self._fit(rng, [p for p, _ in observed], losses)
@@ -337,7 +346,7 @@ class BayesianStrategy(Strategy):
         if excluded:
             feasibility = self._fit_feasibility(rng, space, X, self._encode(space, excluded))
             acquisition = feasibility_weighted(acquisition, feasibility)
-        others = [self._encode(space, rows) for rows in (excluded, pending) if rows]
+        others = [self._encode(space, rows) for rows in (excluded, pending, untried) if rows]
         exclude = np.vstack([X, *others])
         anchors = X[np.argsort(losses, kind="stable")[:3]]
 

@@ -311,7 +311,7 @@ class _Job:
     last_step: int = 0
     paused_at: int | None = None
     finished: bool = False
-    failed: bool = False  # finished without an objective value (an exception, a NaN)
+    failed: bool = False  # the configuration failed (an exception, a NaN), not killed by the tuner
 
 
 class HyperbandStrategy(Strategy):
@@ -557,7 +557,7 @@ class HyperbandStrategy(Strategy):
             return
         if job.paused_at is None:
             job.finished = True
-            job.failed = trial.loss is None
+            job.failed = trial.loss is None and not trial.unfinished
 
     def restore(self, trials: Sequence[Trial]) -> None:
         """Replay launches, then each job's reported values in launch order (rungs rebuilt).
@@ -577,7 +577,7 @@ class HyperbandStrategy(Strategy):
             levels = [level for level in job.values if level < self.max_resource]
             job.paused_at = max(levels) if trial.paused and levels else None
             job.finished = trial.status.is_finished() and not trial.paused
-            job.failed = job.finished and trial.loss is None
+            job.failed = job.finished and trial.loss is None and not trial.unfinished
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
