@@ -4,6 +4,8 @@ Example:
     >>> from amtlib import Tuner, ContinuousParameter, IntegerParameter, CategoricalParameter
 """
 
+from typing import TYPE_CHECKING, Any
+
 from amtlib.errors import (
     AmtlibError,
     ReportChannelError,
@@ -24,7 +26,9 @@ from amtlib.space import (
 )
 from amtlib.stopping import MedianStopper
 from amtlib.store import SQLiteStore
-from amtlib.tuner import ScalingWarning, Tuner
+
+if TYPE_CHECKING:
+    from amtlib.tuner import ScalingWarning, Tuner
 
 __version__ = "0.1.0"
 
@@ -54,3 +58,20 @@ __all__ = [
     "current_job",
     "report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Tuner`` and ``ScalingWarning``, imported on first use (PEP 562).
+
+    The tuner brings in the strategies and scipy.optimize (~0.4 s); a worker process imports
+    ``amtlib`` at every start but only runs training jobs, so it never pays for them.
+    """
+    if name in ("Tuner", "ScalingWarning"):
+        from amtlib import tuner
+
+        return getattr(tuner, name)
+    raise AttributeError(f"module 'amtlib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Tuner", "ScalingWarning"})

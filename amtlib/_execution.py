@@ -9,12 +9,15 @@ function) reaches the tuner as an exception on the future.
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from amtlib.errors import describe_value
 from amtlib.records import ObjectiveStatus, Report, TrainingJobStatus, json_safe
 from amtlib.reporting import (
     Action,
@@ -22,6 +25,7 @@ from amtlib.reporting import (
     Decision,
     JobContextSpec,
     TrialStopped,
+    _real,
     job_context,
 )
 
@@ -42,6 +46,17 @@ class JobSpec:
     channel: ChannelSpec | None = None
     checkpoint_dir: str | None = None
     resume_step: int = 0
+    tuner_pid: int = field(default_factory=os.getpid)  # where a real Ctrl-C can land
+
+
+def _may_be_ctrl_c(spec: JobSpec) -> bool:
+    """Whether a ``KeyboardInterrupt`` in the training function may be the user's Ctrl-C.
+
+    Only in the tuner's own main thread (the inline executor): signals never reach other threads,
+    and amtlib's worker processes run in their own session, away from the terminal. Elsewhere it
+    was raised by the training code itself, and fails only its job.
+    """
+    return os.getpid() == spec.tuner_pid and threading.current_thread() is threading.main_thread()
 
 
 @dataclass(frozen=True)
@@ -65,41 +80,45 @@ class JobOutcome:
     stop_reason: dict[str, Any] | None = None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_NUMBER_FIX = (
+    "Fix: return a float, an int or a numpy/torch scalar (convert arrays and tensors with "
+    ".item()), within float's range."
+)
 
 
 def parse_result(result: Any, objective_metric_name: str) -> tuple[dict[str, Any], str | None]:
     """``(metrics, objective_problem)`` from what the training function returned.
 
     A number is the objective metric itself; a mapping holds named metrics. ``objective_problem``
-    says why no usable objective value came back, or is ``None`` when one did.
+    says why no usable objective value came back, or is ``None`` when one did. What counts as a
+    number is what ``report()`` accepts: a real number (numpy and torch scalars and 0-d arrays
+    too, not bools, not ``Decimal``) that converts to a float.
     """
-    result = json_safe(result) if hasattr(result, "item") else result
-    if _is_number(result):
-        metrics: dict[str, Any] = {objective_metric_name: float(result)}
+    number = _real(result)
+    if number is not None:
+        metrics: dict[str, Any] = {objective_metric_name: number}
     elif isinstance(result, Mapping):
         metrics = {str(k): json_safe(v) for k, v in result.items()}
-        # json_safe turned NaN into None; keep the original to say what was wrong.
-        raw: Any = result.get(objective_metric_name)
         if objective_metric_name not in result:
             return metrics, (
                 f"the training function returned metrics {sorted(metrics)} without the objective "
                 f"metric {objective_metric_name!r}. Fix: include it, or set objective_metric_name "
                 "to one of those."
             )
-        if hasattr(raw, "item"):
-            raw = raw.item()
-        if not _is_number(raw):
+        raw: Any = result[objective_metric_name]
+        number = _real(raw)
+        if number is None:
+            metrics[objective_metric_name] = None
             return metrics, (
-                f"the objective metric {objective_metric_name!r} must be a number. Got {raw!r}."
+                f"the objective metric {objective_metric_name!r} must be a real number. Got "
+                f"{describe_value(raw)}. {_NUMBER_FIX}"
             )
-        metrics[objective_metric_name] = float(raw)
+        metrics[objective_metric_name] = number
     else:
         return {}, (
             f"the training function must return the objective value (a number) or a dict of "
-            f"metrics including {objective_metric_name!r}. Got {type(result).__name__}: "
-            f"{result!r:.200}."
+            f"metrics including {objective_metric_name!r}. Got {describe_value(result)}. "
+            f"{_NUMBER_FIX}"
         )
     value = metrics[objective_metric_name]
     if not math.isfinite(value):
@@ -157,7 +176,9 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
             result = spec.function(dict(spec.hyperparameters))
         except TrialStopped as exc:
             stopped = exc
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit, GeneratorExit, KeyboardInterrupt) as exc:
+            if isinstance(exc, KeyboardInterrupt) and _may_be_ctrl_c(spec):
+                raise
             return JobOutcome(
                 status=TrainingJobStatus.FAILED,
                 objective_status=ObjectiveStatus.FAILED,

@@ -163,7 +163,7 @@ class Run:
         self.server = ReportServer(
             self.on_report,
             host=self.tuner.report_host,
-            advertise_host=_advertised_host(self.tuner.report_host),
+            advertise_host=_advertised_host(self.tuner.report_host, self.executor),
         ).start()
         self.save_state(status="InProgress", end_time=None, completion_reason=None)
         status = "Stopped"
@@ -332,6 +332,7 @@ class Run:
             return job.replace(
                 status=TrainingJobStatus.FAILED,
                 objective_status=ObjectiveStatus.FAILED,
+                metrics=last_reported(job.reports),  # what it reported before its worker died
                 failure_reason=f"{type(exc).__name__}: {exc}",
                 end_time=now,
                 retryable=isinstance(exc, WorkerDiedError) or not isinstance(exc, AmtlibError),
@@ -555,14 +556,39 @@ def _check_shippable(train: Any, executor: Executor) -> None:
         ) from None
 
 
-def _advertised_host(host: str) -> str | None:
-    """The address workers should dial when the server listens on every interface."""
+def _advertised_host(host: str, executor: object = None) -> str | None:
+    """The address workers should dial when the server listens on every interface.
+
+    The host name's address, unless it is a loopback one (``/etc/hosts`` often maps the host name
+    to 127.0.1.1): then the address of the interface that routes towards the Dask scheduler, or
+    towards other networks. Connecting a UDP socket sends nothing; it only picks the route.
+    """
     if host not in ("0.0.0.0", "", "::"):
         return None
     try:
-        return socket.gethostbyname(socket.gethostname())
+        address = socket.gethostbyname(socket.gethostname())
     except OSError:
-        return "127.0.0.1"
+        address = "127.0.0.1"
+    if not address.startswith("127."):
+        return address
+    scheduler = str(getattr(getattr(executor, "scheduler", None), "address", "") or "")
+    targets = [scheduler.rsplit("://", 1)[-1].rsplit(":", 1)[0]] if scheduler else []
+    for target in [*targets, "10.255.255.255", "192.0.2.1"]:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect((target, 9))
+                routed = str(probe.getsockname()[0])
+        except OSError:
+            continue
+        if not routed.startswith("127.") and routed != "0.0.0.0":
+            return routed
+    warnings.warn(
+        f"report_host={host!r}: this machine's only address found is {address}, a loopback "
+        "address, so jobs on other hosts cannot reach the tuner's reports. Fix: pass this "
+        "machine's address as report_host, e.g. report_host='10.0.0.5'.",
+        stacklevel=4,
+    )
+    return address
 
 
 def _check_resumable(

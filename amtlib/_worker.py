@@ -4,12 +4,14 @@ The worker talks to its parent over the socket ``fd`` with ``multiprocessing.con
 (length-prefixed bytes), never over stdin/stdout: user code prints freely on the inherited
 stdout and stderr. The conversation:
 
-1. parent -> worker: a pickled ``{"sys_path": [...], "cwd": str | None}``;
-   worker -> parent: ``b""`` (ready).
+1. parent -> worker: a pickled ``{"sys_path": [...], "cwd": str | None, "pythonpath": str | None}``
+   (the parent's ``PYTHONPATH``, which it changed to start the worker); worker -> parent: ``b""``
+   (ready).
 2. per task, parent -> worker: ``cloudpickle`` of ``(fn, args, kwargs)``;
    worker -> parent: a pickled ``(True, result)``, or
    ``(False, pickled exception or None, type name, message, traceback)``.
-3. parent -> worker: ``b""`` (stop), or end of file: ``main`` returns exit code 0.
+3. parent -> worker: ``b""`` (stop): ``main`` returns exit code 0. End of file instead means that
+   the parent is gone: the worker kills its process group, itself included (see ``main``).
 
 Imports stay light (no numpy here): every worker pays for them at start.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import sys
 import traceback
 from multiprocessing.connection import Connection
@@ -40,7 +43,8 @@ def main(argv: list[str]) -> int:
         argv: ``[fd, parent_pid]``: the inherited socket and the pid of the process that started us.
 
     Returns:
-        The exit code: 0 once the parent ends the conversation.
+        The exit code: 0 once the parent says stop. When the parent goes away without saying it,
+        the worker kills its own process group and does not return.
     """
     fd, parent_pid = int(argv[0]), int(argv[1])
     _die_with_parent(parent_pid)
@@ -52,6 +56,7 @@ def main(argv: list[str]) -> int:
     except EOFError:
         return 0
     sys.path[:] = setup["sys_path"]
+    _restore_environ("PYTHONPATH", setup["pythonpath"])
     if setup["cwd"] is not None:
         os.chdir(setup["cwd"])
     try:
@@ -61,7 +66,13 @@ def main(argv: list[str]) -> int:
             _flush_user_output()
             conn.send_bytes(reply)
     except (EOFError, OSError):
-        pass  # the parent closed the channel or died: nobody is waiting for results any more
+        # The parent died (or closed the channel without saying stop): nobody is waiting for results
+        # any more, and nobody will kill what our tasks started, as the parent does when we exit. So
+        # kill our process group, us included. (On Linux the kernel usually kills us first, see
+        # _die_with_parent, and what our tasks started then outlives us.)
+        _flush_user_output()
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpid(), signal.SIGKILL)
     return 0
 
 
@@ -131,6 +142,15 @@ def _flush_user_output() -> None:
             pass
 
 
+def _restore_environ(name: str, value: str | None) -> None:
+    # The parent set the variable only so that this process could start: tasks and the processes
+    # they start must see the parent's environment, as they would with any other executor.
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def _release_channel(fd: int) -> None:
     # A process forked by a task must not keep the channel open: the parent detects a dead worker by
     # end of file, which never comes while a copy of the socket lives on. Point fd at /dev/null
@@ -143,9 +163,10 @@ def _release_channel(fd: int) -> None:
 def _die_with_parent(parent_pid: int) -> None:
     # End of file tells an idle worker that the parent is gone; on Linux, also have the kernel kill
     # a busy one, so that a training job never outlives the tuner. Elsewhere, end of file alone.
+    # The kernel kills only this process: what its tasks started, in its process group, lives on.
+    # Catching a signal instead, to kill the group, would let a task busy in C code run on.
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

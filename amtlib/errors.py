@@ -27,8 +27,12 @@ class StoreError(AmtlibError, RuntimeError):
 
 
 def describe_value(value: object) -> str:
-    """``repr`` of a value with its type, for error messages: ``-1 (int)``."""
-    return f"{value!r} ({type(value).__name__})"
+    """``repr`` of a value with its type, for error messages: ``-1 (int)``. A long repr (a
+    10**400, a whole array) is cut to its first 200 characters."""
+    text = repr(value)
+    if len(text) > 200:
+        text = f"{text[:200]}... ({len(text)} characters)"
+    return f"{text} ({type(value).__name__})"
 
 
 class TaskKilledError(WorkerDiedError):

@@ -49,6 +49,10 @@ _T = TypeVar("_T")
 # before killing them.
 _EXIT_GRACE_SECONDS = 5.0
 
+# What a worker needs on PYTHONPATH to import the same amtlib as this process: the directory that
+# holds the amtlib package.
+_AMTLIB_PARENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 class ProcessExecutor(Executor):
     """Runs tasks in persistent worker processes; a worker that dies fails only its own task.
@@ -69,7 +73,8 @@ class ProcessExecutor(Executor):
     - A worker that dies while running a task (``os._exit``, a segfault, the out-of-memory killer)
       fails that task's future with ``WorkerDiedError``, which gives the exit code or signal, and is
       replaced. Other tasks, running or queued, are unaffected. A worker that dies idle is replaced
-      silently. The processes a task started die with its worker.
+      silently. The processes a task started die with its worker, whether it dies, is killed or
+      exits at shutdown (those that left its process group, with ``setsid`` for one, excepted).
     - ``kill(future)`` stops a running task at once (``TaskKilledError``); a queued task is stopped
       with ``future.cancel()``.
     - ``shutdown`` follows the ``concurrent.futures`` contract. An executor that is never shut down
@@ -288,9 +293,11 @@ class _Pool:
 
     Invariants, under ``lock``: ``running`` maps the future of each running task to its worker, and
     whoever pops a future from ``running`` (the manager on a reply or a death, ``kill``) is the one
-    who completes it. A worker leaves ``workers`` before it is reaped, and processes are signalled
-    only while in ``workers``, so a signal never reaches a recycled pid. Only the manager thread
-    adds to or removes from ``workers`` and ``idle``, and only it reads from the connections.
+    who completes it. Processes are signalled only before they are reaped, so a signal never
+    reaches a recycled pid: ``kill`` and ``terminate`` signal only workers in ``workers``, which a
+    worker leaves before it is reaped, and only the manager thread reaps, through ``_reap``. Only
+    the manager thread adds to or removes from ``workers`` and ``idle``, and only it reads from the
+    connections.
     """
 
     def __init__(self, max_workers: int) -> None:
@@ -455,12 +462,14 @@ class _Pool:
 
     def _start_worker(self) -> None:
         parent_end, child_end = socket.socketpair()
+        pythonpath = os.environ.get("PYTHONPATH")
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "amtlib._worker", str(child_end.fileno()), str(os.getpid())],
                 pass_fds=(child_end.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=_worker_environment(pythonpath),
             )
         except BaseException:
             parent_end.close()
@@ -474,8 +483,9 @@ class _Pool:
             cwd = None  # the parent's directory was deleted; the worker stays where it started
         # The socket buffers the setup until the worker reads it: workers start concurrently.
         # On failure it died at once: its end of file comes next.
+        setup = {"sys_path": list(sys.path), "cwd": cwd, "pythonpath": pythonpath}
         with contextlib.suppress(OSError):
-            conn.send_bytes(pickle.dumps({"sys_path": list(sys.path), "cwd": cwd}))
+            conn.send_bytes(pickle.dumps(setup))
         with self.lock:
             self.workers[conn] = _Worker(process, conn)
 
@@ -499,7 +509,8 @@ class _Pool:
 
     def _on_exit(self, worker: _Worker) -> None:
         # End of file: the worker is exiting, its exit code already fixed. Kill its process group
-        # now, so that whatever its task started dies with it, then reap it.
+        # now, so that whatever its task started dies with it, then reap it (which kills the group
+        # once more, in case something joined it meanwhile).
         _kill_process_group(worker.process)
         with self.lock:
             del self.workers[worker.conn]
@@ -516,7 +527,7 @@ class _Pool:
                 if not any(w.ready for w in self.workers.values()):
                     victim = self._pop_startable_task()
         worker.conn.close()
-        returncode = worker.process.wait()
+        returncode = _reap(worker.process)
         pid = worker.process.pid
         if task is not None and mine:
             task.future.set_exception(
@@ -542,7 +553,12 @@ class _Pool:
         return None
 
     def _stop(self) -> None:
-        """Ask every worker to exit, kill those that do not in time, reap them all."""
+        """Ask every worker to exit, kill those that do not in time, reap them all.
+
+        A worker that exits cleanly leaves behind whatever its tasks started and did not stop; its
+        process group is killed as it is reaped, so that nothing a task started outlives the
+        executor.
+        """
         with self.lock:
             workers = list(self.workers.values())
             self.workers.clear()
@@ -561,11 +577,9 @@ class _Pool:
             worker.conn.close()
         deadline = time.monotonic() + _EXIT_GRACE_SECONDS
         for worker in workers:
-            try:
-                worker.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _kill_process_group(worker.process)
-                worker.process.wait()
+            if not _wait_exited(worker.process, max(0.0, deadline - time.monotonic())):
+                _kill_process_group(worker.process)  # it ignored STOP
+            _reap(worker.process)
         # Only after termination or a failure of this thread are tasks left over.
         orphans = [f for f in queued if f.set_running_or_notify_cancel()] + running
         for future in orphans:
@@ -611,6 +625,75 @@ def _describe_exit(returncode: int) -> str:
     if -returncode == signal.SIGKILL:
         return f"died with {name} (the system may have run out of memory)"
     return f"died with {name}"
+
+
+def _worker_environment(pythonpath: str | None) -> dict[str, str]:
+    """The environment of a new worker: this process's, with amtlib's directory first on PYTHONPATH.
+
+    The worker imports ``amtlib._worker`` before it receives this process's ``sys.path``, so an
+    amtlib found only through a runtime ``sys.path`` change (a notebook's
+    ``sys.path.append("../src")``) would not be found, and one installed elsewhere would be
+    imported instead of this one. The worker puts back ``pythonpath``, the original value, before
+    any task runs, so that tasks and the processes they start see this process's environment.
+    """
+    env = dict(os.environ)
+    if _AMTLIB_PARENT_DIR in _site_packages():
+        # Installed there, amtlib is found anyway; a site-packages directory on PYTHONPATH would
+        # come before the standard library, where a backport installed there could shadow it.
+        return env
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_AMTLIB_PARENT_DIR, pythonpath]))
+    return env
+
+
+def _site_packages() -> set[str]:
+    """The site-packages directories of this interpreter (absolute paths)."""
+    import site
+
+    dirs = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    return {os.path.abspath(d) for d in dirs if isinstance(d, str)}
+
+
+def _wait_exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait until ``process`` has exited, without reaping it; False if it still runs at ``timeout``.
+
+    An exited process that is not yet reaped keeps its pid, so its process group id cannot have
+    been reused: what is left of the group can still be killed safely.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while process.returncode is None:
+        try:
+            if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                break
+        except ChildProcessError:
+            break  # reaped behind our back (SIGCHLD ignored): nothing left to wait for
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        delay = min(delay * 2, remaining, 0.05)
+        time.sleep(delay)
+    return True
+
+
+def _reap(process: subprocess.Popen[bytes]) -> int:
+    """Wait for a worker to exit, kill what is left of its process group, then reap it.
+
+    Whatever a task started lives in its worker's process group, and outlives the worker unless
+    killed. The group is killed after the worker has exited but before it is reaped, while the
+    group id cannot name anything else; the worker must be dying or asked to exit already.
+
+    Returns:
+        The worker's exit code, negative for a signal, as ``Popen.returncode``.
+    """
+    if process.returncode is None:
+        try:
+            os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass  # reaped behind our back (SIGCHLD ignored): its pid may name another process now
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    return process.wait()
 
 
 def _kill_process_group(process: subprocess.Popen[bytes]) -> None:

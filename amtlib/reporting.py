@@ -6,28 +6,45 @@ The same path works whether the function runs inline in the tuner's thread, in a
 amtlib's worker processes or on Dask workers on other hosts, because it is always a TCP connection to
 the tuner's :class:`ReportServer`.
 
-Wire protocol (version 1). Every message is a frame::
+Wire protocol (version 2). Every message is a frame::
 
     4 bytes   N, big-endian unsigned: the length of what follows (at most 1 MiB)
     32 bytes  HMAC-SHA256 of the body, keyed with the job's secret
     N - 32    body: canonical JSON (sorted keys, no spaces, ASCII), a single object
 
-- request ``{"kind": "report", "job_id": int, "seq": int, "step": int, "metrics": {str: float},
-  "timestamp": float}``; ``seq`` counts up from 1 per :class:`ReportClient`.
-- reply ``{"kind": "decision", "job_id": int, "seq": int, "action": "continue" | "stop" | "pause",
-  "reason": object | null}``, echoing the request's job id and sequence number, signed the same way.
+- request ``{"kind": "report", "job_id": int, "client": str, "seq": int, "step": int,
+  "metrics": {str: float}, "timestamp": float}``; ``client`` is 16 lowercase hex digits that each
+  :class:`ReportClient` draws at random (and draws again in a forked child), ``seq`` counts up from
+  1 per client.
+- reply ``{"kind": "decision", "job_id": int, "client": str, "seq": int, "action": "continue" |
+  "stop" | "pause", "reason": object | null}``, echoing the request's job id, client id and sequence
+  number, signed the same way.
+
+Version 1 had no ``client``: sequence numbers were per job, but a job may have several clients (Dask
+re-runs a task whose worker died, with the same channel; a forked child reports with a copy of its
+parent's counter; a command wrapper builds two), and every report of the second was refused as a
+replay. The server keeps, per job, the last sequence number and reply of each client, for at most
+``_MAX_CLIENTS_PER_JOB`` clients, so this memory stays bounded.
 
 The MAC covers the exact bytes received, so nothing is re-serialised to check it. The server closes
 the connection, without answering, on a frame that is oversized, not a JSON object of the right
-shape, for a job id that is not registered, badly signed, or with a sequence number at or below the
-last one accepted for the job; such a frame never reaches ``decide``. The single exception is the
-exact retransmission of the last accepted request (same sequence number and MAC), which a client
-sends when the connection broke before the reply arrived: it gets the same reply again, and
+shape, for a job id that is not registered, badly signed, with a sequence number at or below the
+last one accepted from the same client of the job, or from a new client of a job that already has
+``_MAX_CLIENTS_PER_JOB``; such a frame never reaches ``decide``. The single exception is the exact
+retransmission of a client's last accepted request (same client, sequence number and MAC), which a
+client sends when the connection broke before the reply arrived: it gets the same reply again, and
 ``decide`` is not called twice. Nothing received is ever unpickled.
 
+Connections cost the tuner a file descriptor each, so one that has not yet sent a valid frame is
+held briefly: it must deliver one within ``_FIRST_FRAME_SECONDS`` of being accepted (a client sends
+its report as soon as it connects), and at most ``_MAX_UNAUTHENTICATED`` wait at once (accepting one
+more closes the oldest). A connection that has sent a valid frame is kept while idle, since a job
+may report once an hour. Without a secret, a peer can thus hold neither the tuner's descriptors nor
+the places of legitimate clients.
+
 This module is over 400 lines because the protocol's two ends and the per-job context that drives
-the client share one set of invariants (framing, signing, sequence numbers), easier to check on one
-page.
+the client share one set of invariants (framing, signing, client ids and sequence numbers), easier
+to check on one page.
 """
 
 from __future__ import annotations
@@ -35,13 +52,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import errno
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
 import numbers
 import os
+import re
 import secrets
 import selectors
 import socket
@@ -77,10 +97,27 @@ _HEADER = struct.Struct(">I")
 _MAC_BYTES = hashlib.sha256().digest_size
 _SECRET_BYTES = 32
 _DEFAULT_TIMEOUT = 30.0
-# A connection that has sent part of a frame, or nothing authenticated yet, gets this long to finish
-# it; authenticated idle connections are kept, since a job may report once an hour.
+_CLIENT_ID_BYTES = 8  # sent as 16 hex digits: random 64-bit ids of a job's clients never collide
+# Per job: each ReportClient, and each forked child that reports, is one. A few dozen covers retries
+# and helpers; a job that forks a reporting child per step runs out and is told why in the log.
+_MAX_CLIENTS_PER_JOB = 64
+# A connection that has sent a valid frame and then part of another gets this long to finish it;
+# authenticated idle connections are kept, since a job may report once an hour.
 _PENDING_SECONDS = 30.0
-_SWEEP_SECONDS = 1.0  # how often the server looks for connections past that deadline
+# A new connection must deliver its first complete, valid frame this soon: a ReportClient sends it
+# right after connecting. Anything slower is holding one of the tuner's file descriptors.
+_FIRST_FRAME_SECONDS = 5.0
+# Connections still waiting for their first valid frame; accepting one more closes the oldest, so a
+# flood of idle connections cannot exhaust the tuner's file descriptors or lock legitimate jobs out.
+_MAX_UNAUTHENTICATED = 64
+# Accepted per turn of the server loop, after serving the connections already readable: a flood of
+# new connections then cannot push out, unread, a client whose report has already arrived.
+_ACCEPTS_PER_ROUND = 32
+# After accept() fails for want of file descriptors or memory the listener stays readable; accepting
+# pauses this long rather than retry at once (a busy loop) or sleep (which would stall every job).
+_ACCEPT_BACKOFF_SECONDS = 0.5
+_WARN_EVERY_SECONDS = 10.0  # connection-level warnings (a flood's) are logged at most this often
+_SWEEP_SECONDS = 1.0  # how often the server looks for connections past their deadline
 
 
 # ---- decisions -------------------------------------------------------------------------------------
@@ -221,6 +258,13 @@ def _is_int(value: object) -> TypeGuard[int]:
     return type(value) is int  # JSON ints; bool is rejected on purpose
 
 
+_CLIENT_ID = re.compile(f"[0-9a-f]{{{2 * _CLIENT_ID_BYTES}}}")  # what secrets.token_hex draws
+
+
+def _is_client_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _CLIENT_ID.fullmatch(value) is not None
+
+
 def _parse_report(message: Mapping[str, Any]) -> tuple[int, dict[str, float], float]:
     """``(step, metrics, timestamp)`` of an authenticated request; ValueError if malformed."""
     step, metrics, timestamp = message.get("step"), message.get("metrics"), message.get("timestamp")
@@ -262,24 +306,70 @@ class ChannelSpec:
 
 
 @dataclass(eq=False, slots=True)
-class _Job:
-    secret: bytes
+class _Sender:
+    """What the server remembers of one client of a job: its last accepted request, to refuse
+    replays and to answer the exact retransmission of that request again."""
+
     last_seq: int = 0
     last_mac: bytes = b""
     last_reply: bytes = b""
 
 
 @dataclass(eq=False, slots=True)
+class _Job:
+    secret: bytes
+    clients: dict[str, _Sender] = field(default_factory=dict)  # at most _MAX_CLIENTS_PER_JOB
+
+
+@dataclass(eq=False, slots=True)
 class _Connection:
     sock: socket.socket
     peer: str
+    deadline: float | None  # closed if still pending then; None once idle and authenticated
+    authenticated: bool = False  # has sent a valid frame: no longer counts as a pending connection
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
-    deadline: float | None = None  # closed if still pending then; None once idle and authenticated
 
 
 class _Rejected(Exception):
     """A frame the server refuses: the connection is closed without an answer."""
+
+
+class _Throttled:
+    """A warning logged at most once per ``_WARN_EVERY_SECONDS``, saying how many were held back:
+    a flood of connections must not turn into a flood of log lines (1,229 identical ones in an
+    audit). Used by the server thread only."""
+
+    def __init__(self) -> None:
+        self._next = -math.inf
+        self._held_back = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held_back += 1
+            return
+        if self._held_back:
+            message += f" (and {self._held_back} more like this, not logged, since the last one)"
+        logger.warning("report server: " + message, *args)
+        self._next, self._held_back = now + _WARN_EVERY_SECONDS, 0
+
+
+def _is_unspecified(host: str) -> bool:
+    """True for a wildcard address: "" or 0.0.0.0 (every IPv4 interface), :: (every interface)."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return host == ""
+
+
+def _has_unread(sock: socket.socket) -> bool:
+    """True when bytes wait unread in ``sock``: a connection past its deadline only because the
+    server itself was busy (a slow ``decide``) is not closed for it."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except OSError:  # BlockingIOError: nothing there; anything else: the connection is gone
+        return False
 
 
 _LISTENER, _WAKE = object(), object()
@@ -302,12 +392,16 @@ class ReportServer:
     - ``register`` gives each job a fresh secret; registering a job id again invalidates the old
       secret (a re-run attempt cannot be reported to by the previous one). ``unregister`` rejects
       the job's later reports.
+    - A job may have several clients (a task Dask re-runs after its worker died, a forked child
+      that reports): each client's sequence numbers are checked on their own, and every client's
+      reports reach ``decide``. Past ``_MAX_CLIENTS_PER_JOB`` clients, a new one is refused.
     - ``close`` is idempotent, stops the thread, and releases the port.
 
     Args:
         decide: the decision function described above.
         host: the interface to bind: ``"127.0.0.1"`` (the default) accepts only local workers;
-            ``"0.0.0.0"`` or a specific address accepts workers on other hosts.
+            ``"0.0.0.0"`` or a specific address accepts workers on other hosts; ``"::"`` accepts
+            them over IPv6 and IPv4 alike (dual-stack, where the platform supports it).
         port: the port to bind, 0 for any free one.
         advertise_host: the host name or address workers connect to, when it differs from
             ``host`` (a Dask cluster on other hosts). Default: ``host``, or this machine's host
@@ -350,6 +444,12 @@ class ReportServer:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._address: tuple[str, int] | None = None
+        # Warnings about connections rather than frames: what a flood of connections causes.
+        self._accept_failed, self._evicting, self._closing_late = (
+            _Throttled(),
+            _Throttled(),
+            _Throttled(),
+        )
 
     # ---- the tuner's side (any thread) ----------------------------------------------------------
 
@@ -365,9 +465,16 @@ class ReportServer:
             if self._thread is not None:
                 return self
             family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+            # On "::" alone, Python sets IPV6_V6ONLY, so workers told an IPv4 address of this
+            # machine (the usual case) could not connect: listen on both when the platform can.
+            dualstack = (
+                family == socket.AF_INET6
+                and _is_unspecified(self._host)
+                and socket.has_dualstack_ipv6()
+            )
             try:
                 listener = socket.create_server(
-                    (self._host, self._port), family=family, backlog=128
+                    (self._host, self._port), family=family, backlog=128, dualstack_ipv6=dualstack
                 )
             except OSError as exc:
                 raise ReportChannelError(
@@ -382,8 +489,7 @@ class ReportServer:
             port = listener.getsockname()[1]
             host = self._advertise_host
             if host is None:
-                wildcard = self._host in ("", "0.0.0.0", "::")
-                host = socket.gethostname() if wildcard else self._host
+                host = socket.gethostname() if _is_unspecified(self._host) else self._host
             self._address = (host, port)
             self._thread = threading.Thread(
                 target=self._serve, name=f"amtlib-report-server-{port}", daemon=True
@@ -463,26 +569,34 @@ class ReportServer:
         if listener is None or wake_r is None or wake_w is None:  # start() sets them first
             return
         selector = selectors.DefaultSelector()
-        connections: dict[socket.socket, _Connection] = {}
+        connections: dict[socket.socket, _Connection] = {}  # in the order accepted
         selector.register(listener, selectors.EVENT_READ, _LISTENER)
         selector.register(wake_r, selectors.EVENT_READ, _WAKE)
         next_sweep = time.monotonic() + _SWEEP_SECONDS
+        resume_accepting: float | None = None  # while accepting is paused, when it resumes
         try:
             while not self._closed:
-                for key, mask in selector.select(timeout=_SWEEP_SECONDS):
+                timeout = _SWEEP_SECONDS
+                if resume_accepting is not None:
+                    timeout = min(timeout, max(0.0, resume_accepting - time.monotonic()))
+                accept = False
+                for key, mask in selector.select(timeout=timeout):
                     if key.data is _LISTENER:
-                        self._accept(listener, selector, connections)
+                        accept = True
                     elif key.data is not _WAKE:
                         self._on_ready(selector, connections, key.data, mask)
+                # New connections after those with a report waiting: accepting may close the
+                # oldest pending connection, and it must not be one whose frame is already here.
+                if accept and not self._accept(listener, selector, connections):
+                    selector.unregister(listener)
+                    resume_accepting = time.monotonic() + _ACCEPT_BACKOFF_SECONDS
                 now = time.monotonic()
+                if resume_accepting is not None and now >= resume_accepting:
+                    selector.register(listener, selectors.EVENT_READ, _LISTENER)
+                    resume_accepting = None
                 if now >= next_sweep:
                     next_sweep = now + _SWEEP_SECONDS
-                    for conn in list(connections.values()):
-                        if conn.deadline is not None and now > conn.deadline:
-                            logger.warning(
-                                "report server: closing %s: incomplete request", conn.peer
-                            )
-                            self._drop(selector, connections, conn)
+                    self._sweep(selector, connections, now)
         except Exception:  # a bug here must not leave jobs hanging without a word
             logger.exception("report server thread failed; reports will not be answered")
         finally:
@@ -492,28 +606,73 @@ class ReportServer:
             for sock in (listener, wake_r, wake_w):
                 sock.close()
 
-    @staticmethod
     def _accept(
+        self,
         listener: socket.socket,
         selector: selectors.BaseSelector,
-        connections: dict[Any, _Connection],
-    ) -> None:
-        while True:
+        connections: dict[socket.socket, _Connection],
+    ) -> bool:
+        """Accept waiting connections, at most ``_ACCEPTS_PER_ROUND``; False when accepting must
+        pause (out of file descriptors or memory)."""
+        for _ in range(_ACCEPTS_PER_ROUND):
             try:
                 sock, peer = listener.accept()
             except BlockingIOError:
-                return
-            except OSError as exc:  # out of file descriptors: back off instead of spinning
-                logger.warning("report server: accept failed: %s", exc)
-                time.sleep(0.05)
-                return
+                return True
+            except (ConnectionAbortedError, InterruptedError):  # the peer left before accept()
+                continue
+            except OSError as exc:
+                # EMFILE, ENFILE, ENOBUFS, ENOMEM...: the connection stays queued and the listener
+                # readable, so trying again at once would spin.
+                name = errno.errorcode.get(exc.errno or 0, "error")
+                self._accept_failed.warn(
+                    "accept failed (%s: %s); not accepting connections for %g s",
+                    name,
+                    exc.strerror or exc,
+                    _ACCEPT_BACKOFF_SECONDS,
+                )
+                return False
             sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):  # the peer may have reset it already
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pending = [conn for conn in connections.values() if not conn.authenticated]
+            if len(pending) >= _MAX_UNAUTHENTICATED:
+                # The oldest, unless its frame arrived since the last select: then the next one.
+                oldest = next((c for c in pending if not _has_unread(c.sock)), pending[0])
+                self._evicting.warn(
+                    "closing %s: %d connections were waiting for their first valid frame, the "
+                    "most allowed; the oldest makes room for a new one",
+                    oldest.peer,
+                    len(pending),
+                )
+                self._drop(selector, connections, oldest)
             conn = _Connection(
-                sock, f"{peer[0]}:{peer[1]}", deadline=time.monotonic() + _PENDING_SECONDS
+                sock, f"{peer[0]}:{peer[1]}", deadline=time.monotonic() + _FIRST_FRAME_SECONDS
             )
             connections[sock] = conn
             selector.register(sock, selectors.EVENT_READ, conn)
+        return True
+
+    def _sweep(
+        self,
+        selector: selectors.BaseSelector,
+        connections: dict[socket.socket, _Connection],
+        now: float,
+    ) -> None:
+        """Close the connections past their deadline: no valid frame within
+        ``_FIRST_FRAME_SECONDS`` of connecting, or a frame left incomplete for ``_PENDING_SECONDS``."""
+        for conn in list(connections.values()):
+            if conn.deadline is None or now <= conn.deadline or _has_unread(conn.sock):
+                continue
+            if conn.authenticated:
+                self._closing_late.warn("closing %s: incomplete request", conn.peer)
+            else:
+                self._closing_late.warn(
+                    "closing %s: no valid request within %g s of connecting",
+                    conn.peer,
+                    _FIRST_FRAME_SECONDS,
+                )
+            self._drop(selector, connections, conn)
 
     def _on_ready(
         self,
@@ -542,7 +701,7 @@ class ReportServer:
 
     def _on_data(self, conn: _Connection, data: bytes) -> None:
         conn.inbuf += data
-        if conn.deadline is None:
+        if conn.deadline is None:  # an authenticated connection starts its next frame
             conn.deadline = time.monotonic() + _PENDING_SECONDS
         while len(conn.inbuf) >= _HEADER.size:
             (length,) = _HEADER.unpack_from(conn.inbuf)
@@ -554,8 +713,8 @@ class ReportServer:
             frame = bytes(conn.inbuf[_HEADER.size : end])
             del conn.inbuf[:end]
             conn.outbuf += self._answer(frame)
-            if not conn.inbuf:
-                conn.deadline = None
+            conn.authenticated = True  # kept while idle from now on, however long
+            conn.deadline = time.monotonic() + _PENDING_SECONDS if conn.inbuf else None
 
     def _answer(self, frame: bytes) -> bytes:
         """The signed reply to one request frame; raises ``_Rejected`` for anything suspect."""
@@ -563,19 +722,34 @@ class ReportServer:
             mac, body, message = _split(frame)
         except ValueError as exc:
             raise _Rejected(str(exc)) from None
-        job_id, seq = message.get("job_id"), message.get("seq")
+        job_id, client, seq = message.get("job_id"), message.get("client"), message.get("seq")
         if message.get("kind") != "report" or not _is_int(job_id) or not _is_int(seq):
             raise _Rejected("not a report request")
+        if not _is_client_id(client):
+            raise _Rejected(
+                f"report of job id {job_id} without a client id of {2 * _CLIENT_ID_BYTES} hex "
+                "digits (protocol version 1: the worker's amtlib is older than the tuner's)"
+            )
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
             raise _Rejected(f"job id {job_id} is not registered")
         if not _verify(job.secret, mac, body):
             raise _Rejected(f"bad signature for job id {job_id}")
-        if seq <= job.last_seq:
-            if seq == job.last_seq and hmac.compare_digest(mac, job.last_mac):
-                return job.last_reply  # a retransmission after a broken connection
-            raise _Rejected(f"sequence number {seq} of job id {job_id} was already used")
+        sender = job.clients.get(client)
+        if sender is None:
+            if len(job.clients) >= _MAX_CLIENTS_PER_JOB:
+                raise _Rejected(
+                    f"job id {job_id} already has {len(job.clients)} report clients, the most "
+                    f"allowed (each ReportClient, and each forked child that reports, is one); "
+                    f"client {client} is refused"
+                )
+        elif seq <= sender.last_seq:
+            if seq == sender.last_seq and hmac.compare_digest(mac, sender.last_mac):
+                return sender.last_reply  # a retransmission after a broken connection
+            raise _Rejected(
+                f"sequence number {seq} of job id {job_id}, client {client}, was already used"
+            )
         try:
             step, metrics, timestamp = _parse_report(message)
         except ValueError as exc:
@@ -583,10 +757,12 @@ class ReportServer:
         decision = self._call_decide(job_id, step, metrics, timestamp)
         reply = _encode(
             job.secret,
-            {"kind": "decision", "job_id": job_id, "seq": seq,
+            {"kind": "decision", "job_id": job_id, "client": client, "seq": seq,
              "action": decision.action.value, "reason": json_safe(decision.reason)},
         )  # fmt: skip
-        job.last_seq, job.last_mac, job.last_reply = seq, mac, reply
+        if sender is None:
+            sender = job.clients[client] = _Sender()
+        sender.last_seq, sender.last_mac, sender.last_reply = seq, mac, reply
         return reply
 
     def _call_decide(
@@ -639,6 +815,9 @@ class ReportClient:
 
     Connects on the first ``send``, keeps the connection for every later report, and reconnects once
     when it finds the connection broken. Safe to share between threads (reports are serialised).
+    Any number of clients may report for one job, each numbering its own reports: a client is
+    identified by a random id, which a forked child that reports draws afresh (its copy of the
+    parent's counter would otherwise collide with the parent's next reports).
 
     Args:
         spec: the job's channel, from :meth:`ReportServer.register`.
@@ -667,7 +846,9 @@ class ReportClient:
         self._timeout = timeout
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
+        self._client_id = secrets.token_hex(_CLIENT_ID_BYTES)
         self._seq = 0
+        self._accepted = False  # the tuner has answered a report of this client
         self._lock = threading.Lock()
 
     def send(
@@ -703,12 +884,14 @@ class ReportClient:
 
     def _send(self, step: int, metrics: dict[str, float], timestamp: float) -> Decision:
         with self._lock:
+            if self._pid != os.getpid():
+                self._become_a_new_client()
             self._seq += 1
             seq = self._seq
             frame = _encode(
                 self._secret,
-                {"kind": "report", "job_id": self.spec.job_id, "seq": seq, "step": step,
-                 "metrics": metrics, "timestamp": timestamp},
+                {"kind": "report", "job_id": self.spec.job_id, "client": self._client_id,
+                 "seq": seq, "step": step, "metrics": metrics, "timestamp": timestamp},
             )  # fmt: skip
             if len(frame) - _HEADER.size > MAX_FRAME_BYTES:
                 raise ValidationError(
@@ -727,16 +910,26 @@ class ReportClient:
                     reply = self._exchange(frame)
             except TimeoutError as exc:
                 raise self._error(str(exc), None) from exc
+            except ConnectionResetError as exc:
+                raise self._refused(exc) from exc
             except OSError as exc:
                 raise self._error(_describe_failure(exc), exc) from exc
-            return self._read_decision(reply, seq)
+            decision = self._read_decision(reply, seq)
+            self._accepted = True
+            return decision
+
+    def _become_a_new_client(self) -> None:
+        """In a forked child: a client id and sequence numbers of its own, and a connection of its
+        own. Checked on each report rather than hooked on fork, so that this stays a plain object
+        and also catches a fork made outside Python's ``os.fork``."""
+        self._pid = os.getpid()
+        self._client_id = secrets.token_hex(_CLIENT_ID_BYTES)
+        self._seq = 0
+        self._accepted = False
+        self._disconnect()  # closes the child's copy only: the parent's connection stays open
 
     def _exchange(self, frame: bytes) -> bytes:
-        if self._sock is not None and self._pid != os.getpid():
-            # Forked: closing the child's copy leaves the parent's connection open.
-            self._disconnect()
         if self._sock is None:
-            self._pid = os.getpid()
             try:
                 sock = socket.create_connection((self.spec.host, self.spec.port), self._timeout)
             except TimeoutError as exc:
@@ -760,25 +953,54 @@ class ReportClient:
             raise self._error(f"malformed reply ({exc})", None) from None
         if not _verify(self._secret, mac, body):
             raise self._error("the reply failed authentication (bad signature)", None)
-        if (message.get("kind"), message.get("job_id"), message.get("seq")) != (
-            "decision",
-            self.spec.job_id,
-            seq,
-        ):
+        answers = (message.get("kind"), message.get("job_id"), message.get("client"))
+        if answers != ("decision", self.spec.job_id, self._client_id) or message.get("seq") != seq:
             raise self._error("the reply does not answer this report", None)
         try:
             return Decision(message.get("action", ""), message.get("reason"))
         except ValidationError as exc:
             raise self._error(f"malformed decision ({exc})", None) from None
 
-    def _error(self, why: str, exc: BaseException | None) -> ReportChannelError:
+    def _error(
+        self, why: str, exc: BaseException | None, fix: str | None = None
+    ) -> ReportChannelError:
         self._disconnect()
         cause = f" [{type(exc).__name__}: {exc}]" if exc is not None else ""
+        if fix is None:
+            fix = (
+                "check that the tuner is still running and that this address is reachable from "
+                "the worker (on a cluster, the tuner must advertise an address the workers can "
+                "connect to)"
+            )
         return ReportChannelError(
             f"Training job {self.spec.job_id} could not report to the tuner at "
-            f"{self.spec.host}:{self.spec.port}: {why}{cause}. Fix: check that the tuner is still "
-            "running and that this address is reachable from the worker (on a cluster, the tuner "
-            "must advertise an address the workers can connect to)."
+            f"{self.spec.host}:{self.spec.port}: {why}{cause}. Fix: {fix}."
+        )
+
+    def _refused(self, exc: ConnectionResetError) -> ReportChannelError:
+        """The error for a report the tuner refused: it closes the connection without a word, so
+        the reasons left are those this client cannot rule out itself."""
+        closed = "the tuner closed the connection without answering, twice, which is how it refuses"
+        if self._accepted:  # the secret was right, and this client known to the tuner
+            why = (
+                f"{closed} a report of a job it no longer accepts (the job ended, was stopped, or "
+                "a newer attempt of it was registered, which replaces the secret); it accepted "
+                "this client's earlier reports"
+            )
+            fix = "report only while the job runs (its attempt's ChannelSpec is valid until then)"
+        else:
+            why = (
+                f"{closed} a report: the job is not registered (it ended, was stopped, or a newer "
+                "attempt of it was registered), the secret is wrong, or the job already has "
+                f"{_MAX_CLIENTS_PER_JOB} report clients (each ReportClient, and each forked child "
+                "that reports, is one)"
+            )
+            fix = (
+                "report with the ChannelSpec the tuner gave this attempt of the job, while it "
+                "runs, and from fewer processes if it forks a reporting child per step"
+            )
+        return self._error(
+            f"{why}; the tuner's log (logger 'amtlib.reporting') names the reason", exc, fix
         )
 
     def _disconnect(self) -> None:
@@ -820,11 +1042,6 @@ def _describe_failure(exc: OSError) -> str:
         return "connection refused (is the tuner still running?)"
     if isinstance(exc, socket.gaierror):
         return "the host name does not resolve here"
-    if isinstance(exc, ConnectionResetError):
-        return (
-            "the tuner closed the connection without answering, twice: the job is no longer "
-            "registered (it ended or was stopped), or its secret is wrong"
-        )
     return "the connection failed"
 
 

@@ -241,3 +241,25 @@ def silent_when_large(hp):
     if hp["x"] > 0.5:
         time.sleep(60)
     return hp["x"]
+
+
+def raises_base_exception(hp):
+    """Job 1 raises the BaseException named by the static hyperparameter ``exc``."""
+    import amtlib
+
+    if amtlib.current_job().index == 1:
+        raise {"KeyboardInterrupt": KeyboardInterrupt, "GeneratorExit": GeneratorExit}[hp["exc"]](
+            "raised by the training code"
+        )
+    return hp["x"]
+
+
+def reports_then_dies(hp):
+    """Reports three epochs, then its process exits without a word."""
+    import os
+
+    import amtlib
+
+    for epoch in range(1, 4):
+        amtlib.report(loss=hp["x"] + 1.0 / epoch, acc=0.5)
+    os._exit(3)

@@ -6,9 +6,13 @@ tests cannot pass or fail by timing luck.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +28,13 @@ import cloudpickle
 import numpy as np
 import pytest
 
+import amtlib
+from amtlib import ContinuousParameter, Tuner, executors
 from amtlib.errors import RemoteTaskError, TaskKilledError, ValidationError, WorkerDiedError
 from amtlib.executors import (
     InlineExecutor,
     ProcessExecutor,
+    _worker_environment,
     default_executor,
     resolve_executor,
 )
@@ -82,6 +90,23 @@ def _spawn_child_and_block(started: str, child_pid_file: str) -> None:
     Path(child_pid_file).write_text(str(child.pid))
     Path(started).touch()
     time.sleep(60)
+
+
+def _start_sleeper(pid_file: str) -> int:
+    """Start a process that outlives the task unless something kills it, and return its pid."""
+    child = subprocess.Popen(["sleep", "60"])
+    Path(pid_file).write_text(str(child.pid))
+    return child.pid
+
+
+def _start_sleeper_then_exit(pid_file: str) -> None:
+    _start_sleeper(pid_file)
+    os._exit(3)
+
+
+def _train_leaving_a_sleeper(hp: dict[str, Any]) -> float:
+    _start_sleeper(hp["pid_file"])
+    return float(hp["x"])
 
 
 def _chatty(lines: int) -> int:
@@ -149,6 +174,16 @@ def _eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+@pytest.fixture
+def sleeper_pid_file(tmp_path: Path) -> Iterator[Path]:
+    """Where ``_start_sleeper`` writes its pid; the sleeper is killed afterwards if it survived."""
+    pid_file = tmp_path / "sleeper.pid"
+    yield pid_file
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 # ---- the contract, for every executor ------------------------------------------------------------
@@ -324,6 +359,68 @@ def test_kill_stops_a_running_task_and_what_it_started(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 10
 
 
+@pytest.mark.parametrize("ending", ["shutdown", "crash", "idle death"])
+def test_processes_a_task_started_die_with_its_worker(sleeper_pid_file: Path, ending: str) -> None:
+    # However the worker ends: it exits cleanly at shutdown, its task kills it, or it dies idle.
+    pid_file = str(sleeper_pid_file)
+    with ProcessExecutor(1) as executor:
+        if ending == "crash":
+            error = executor.submit(_start_sleeper_then_exit, pid_file).exception(TIMEOUT)
+            assert isinstance(error, WorkerDiedError)
+        else:
+            worker = executor.submit(os.getpid).result(TIMEOUT)
+            assert _is_running(executor.submit(_start_sleeper, pid_file).result(TIMEOUT))
+            if ending == "idle death":
+                os.kill(worker, signal.SIGKILL)
+                assert _eventually(lambda: worker not in _children())
+    sleeper = int(sleeper_pid_file.read_text())
+    assert _eventually(lambda: not _is_running(sleeper), timeout=5)
+
+
+def test_fit_leaves_no_process_a_job_started(sleeper_pid_file: Path) -> None:
+    Tuner(
+        _train_leaving_a_sleeper,
+        "loss",
+        {"x": ContinuousParameter(0, 1)},
+        objective_type="Minimize",
+        strategy="Random",
+        max_jobs=1,
+        store=":memory:",
+        executor="process",
+        static_hyperparameters={"pid_file": str(sleeper_pid_file)},
+    ).fit()
+    sleeper = int(sleeper_pid_file.read_text())
+    assert _eventually(lambda: not _is_running(sleeper), timeout=5)
+
+
+def test_worker_whose_parent_goes_away_kills_what_its_tasks_started(sleeper_pid_file: Path) -> None:
+    # Without the parent, nobody else would kill the worker's process group. End of file on the
+    # channel is how a worker learns that its parent is gone (on Linux the kernel usually kills it
+    # first); here the parent lives on and closes the channel instead.
+    parent_end, child_end = socket.socketpair()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "amtlib._worker", str(child_end.fileno()), str(os.getpid())],
+        pass_fds=(child_end.fileno(),),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=_worker_environment(os.environ.get("PYTHONPATH")),
+    )
+    child_end.close()
+    try:
+        with Connection(parent_end.detach()) as conn:
+            setup = {"sys_path": sys.path, "cwd": None, "pythonpath": os.environ.get("PYTHONPATH")}
+            conn.send_bytes(pickle.dumps(setup))
+            assert conn.recv_bytes() == b""  # ready
+            conn.send_bytes(cloudpickle.dumps((_start_sleeper, (str(sleeper_pid_file),), {})))
+            ok, sleeper = pickle.loads(conn.recv_bytes())
+            assert ok and _is_running(sleeper)
+        assert worker.wait(TIMEOUT) == -signal.SIGKILL  # it killed its group, itself included
+        assert _eventually(lambda: not _is_running(sleeper), timeout=5)
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 def test_queued_task_is_cancelled_not_killed(tmp_path: Path) -> None:
     started, release = str(tmp_path / "started"), str(tmp_path / "release")
     with ProcessExecutor(1) as executor:
@@ -488,6 +585,149 @@ def test_forgotten_shutdown_kills_workers_at_exit(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 30  # did not wait for the 60 s task
     worker = int(done.stdout.split()[0])
     assert _eventually(lambda: not _is_running(worker))
+
+
+def _interpreter_without_amtlib(tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """An interpreter, and an environment, that find amtlib's dependencies but not amtlib.
+
+    The base interpreter of the virtual environment the tests run in, with the directories that
+    hold the dependencies on PYTHONPATH: there .pth files are not read, so an editable install is
+    not found either. Skips the test when that interpreter still finds an amtlib.
+    """
+    python = getattr(sys, "_base_executable", sys.executable)
+    dependencies = ["numpy", "scipy", "sklearn", "joblib", "cloudpickle", "threadpoolctl"]
+    holders = []
+    for name in dependencies:
+        module = sys.modules.get(name) or __import__(name)
+        file = Path(module.__file__ or "")
+        holder = file.parent.parent if file.name == "__init__.py" else file.parent
+        if str(holder) not in holders:
+            holders.append(str(holder))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(holders), "PYTHONNOUSERSITE": "1"}
+    probe = subprocess.run(
+        [
+            python,
+            "-c",
+            f"import importlib.util, {', '.join(dependencies)}; "
+            "raise SystemExit(importlib.util.find_spec('amtlib') is not None)",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(
+            f"{python} with PYTHONPATH={env['PYTHONPATH']} finds an amtlib, or not the dependencies:"
+            f" {probe.stderr.strip() or 'amtlib found'}"
+        )
+    return python, env
+
+
+@pytest.mark.parametrize("amtlib_elsewhere", ["installed", "absent"])
+def test_workers_use_the_amtlib_the_parent_found_through_sys_path(
+    tmp_path: Path, amtlib_elsewhere: str
+) -> None:
+    # A notebook doing sys.path.append("../src"): the workers must import that same amtlib, both
+    # when the interpreter has another one installed (the editable install of these tests) and when
+    # it has none. The training function lives in a module also found only through sys.path.
+    src, lib, notebook = tmp_path / "src", tmp_path / "lib", tmp_path / "notebook"
+    shutil.copytree(
+        Path(amtlib.__file__).parent, src / "amtlib", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    lib.mkdir()
+    (lib / "user_train.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+
+            def train(hp):
+                used = sys.modules["amtlib"].__file__
+                if used != hp["amtlib"]:
+                    raise RuntimeError(f"the worker imported {used}")
+                return hp["x"]
+            """
+        )
+    )
+    notebook.mkdir()
+    if amtlib_elsewhere == "installed":
+        python, env = sys.executable, dict(os.environ)
+    else:
+        python, env = _interpreter_without_amtlib(notebook)
+    script = notebook / "notebook.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys
+            sys.path.insert(0, {str(src)!r})
+            sys.path.append({str(lib)!r})
+            import amtlib
+            from amtlib import ContinuousParameter, Tuner
+            from user_train import train
+
+            job = Tuner(
+                train, "loss", {{"x": ContinuousParameter(0, 1)}}, objective_type="Minimize",
+                strategy="Random", max_jobs=2, random_seed=0, store=":memory:",
+                executor="process", job_name="notebook", initial_failure_limit=None,
+                static_hyperparameters={{"amtlib": amtlib.__file__}},
+            ).fit()
+            print(json.dumps({{
+                "parent": amtlib.__file__,
+                "jobs": [[j.status.value, j.failure_reason] for j in job.training_jobs],
+            }}))
+            """
+        )
+    )
+    done = subprocess.run(
+        [python, str(script)],
+        cwd=notebook,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["parent"] == str(src / "amtlib" / "__init__.py")
+    assert outcome["jobs"] == [["Completed", None], ["Completed", None]], done.stderr
+
+
+@pytest.mark.parametrize("pythonpath", [None, "/nonexistent/a" + os.pathsep + "/nonexistent/b"])
+def test_tasks_see_the_parents_pythonpath(
+    monkeypatch: pytest.MonkeyPatch, pythonpath: str | None
+) -> None:
+    # The worker starts with amtlib's directory on PYTHONPATH, then puts the parent's value back:
+    # the processes a task starts must not inherit the change.
+    if pythonpath is None:
+        monkeypatch.delenv("PYTHONPATH", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONPATH", pythonpath)
+    with ProcessExecutor(1) as executor:
+        seen = executor.submit(lambda: os.environ.get("PYTHONPATH")).result(TIMEOUT)
+    assert seen == pythonpath
+
+
+def test_worker_environment_puts_amtlibs_directory_first_on_pythonpath(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only PYTHONPATH changes: the directory that holds the amtlib package first, then the entries
+    # already there.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(amtlib.__file__)))
+    monkeypatch.setenv("AMTLIB_TEST_VARIABLE", "kept")
+    for pythonpath, expected in [
+        (None, root),
+        ("", root),
+        (os.pathsep.join(["/a", "/b"]), os.pathsep.join([root, "/a", "/b"])),
+    ]:
+        assert _worker_environment(pythonpath) == {**os.environ, "PYTHONPATH": expected}
+    # An amtlib installed in site-packages is found without it: that directory is never put
+    # before the standard library.
+    monkeypatch.setattr(executors, "_site_packages", lambda: {root})
+    monkeypatch.setenv("PYTHONPATH", "/a")
+    assert _worker_environment("/a") == dict(os.environ)
 
 
 # ---- InlineExecutor ------------------------------------------------------------------------------

@@ -8,10 +8,12 @@ seen the hostile frame.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import logging
 import math
+import os
 import pickle
 import socket
 import sys
@@ -100,10 +102,15 @@ def assert_closed_without_answer(sock: socket.socket) -> None:
     assert data == b""
 
 
+CLIENT = "0123456789abcdef"  # a client id, as a ReportClient draws one
+OMIT = object()  # frame(secret, client=OMIT): a frame without that field
+
+
 def frame(secret: bytes, **message: Any) -> bytes:
-    body = {"kind": "report", "job_id": 0, "seq": 1, "step": 1, "metrics": {"loss": 1.0},
-            "timestamp": 1.0}  # fmt: skip
+    body = {"kind": "report", "job_id": 0, "client": CLIENT, "seq": 1, "step": 1,
+            "metrics": {"loss": 1.0}, "timestamp": 1.0}  # fmt: skip
     body.update(message)
+    body = {key: value for key, value in body.items() if value is not OMIT}
     return reporting._encode(secret, body)
 
 
@@ -343,12 +350,19 @@ def _signed(secret: bytes, body: bytes) -> bytes:
     return reporting._HEADER.pack(len(mac) + len(body)) + mac + body
 
 
-_NAN_BODY = b'{"job_id":0,"kind":"report","metrics":{"loss":NaN},"seq":1,"step":1,"timestamp":1.0}'
+_NAN_BODY = (
+    b'{"client":"0123456789abcdef","job_id":0,"kind":"report","metrics":{"loss":NaN},"seq":1,'
+    b'"step":1,"timestamp":1.0}'
+)
 HOSTILE: dict[str, Callable[[bytes], bytes]] = {
     "forged signature": lambda s: _signed(bytes(32), b'{"job_id":0,"kind":"report","seq":1}'),
     "wrong secret": lambda s: frame(bytes(32)),
     "unregistered job id": lambda s: frame(s, job_id=12345),
     "bool job id": lambda s: frame(s, job_id=False),
+    "no client id (protocol version 1)": lambda s: frame(s, client=OMIT),
+    "client id not lowercase hex": lambda s: frame(s, client=CLIENT.upper()),
+    "client id too short": lambda s: frame(s, client=CLIENT[:-1]),
+    "client id not a string": lambda s: frame(s, client=12345678),
     "reply kind": lambda s: frame(s, kind="decision"),
     "garbage bytes": lambda s: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "malformed JSON": lambda s: _signed(s, b"{not json"),
@@ -389,13 +403,19 @@ def test_unregister_and_reregister_invalidate_the_old_secret(server, recorder):
     with ReportClient(old) as client:
         client.send(1, {"loss": 1.0})
         server.register(3)  # a new attempt of the same job
-        with pytest.raises(ReportChannelError):
+        with pytest.raises(ReportChannelError) as replaced:
             client.send(2, {"loss": 1.0})
     new = server.register(3)
     server.unregister(3)
-    with ReportClient(new) as client, pytest.raises(ReportChannelError):
+    with ReportClient(new) as client, pytest.raises(ReportChannelError) as unknown:
         client.send(1, {"loss": 1.0})
     assert [c[:2] for c in recorder.calls] == [(3, 1)]
+    # A client whose earlier reports were accepted knows its secret was right.
+    assert "no longer accepts" in str(replaced.value)
+    assert "secret is wrong" not in str(replaced.value)
+    assert "not registered" in str(unknown.value) and "secret is wrong" in str(unknown.value)
+    for info in (replaced, unknown):
+        assert "logger 'amtlib.reporting'" in str(info.value) and "Fix:" in str(info.value)
 
 
 def test_replayed_sequence_numbers_are_rejected_but_a_retransmission_is_answered_once(
@@ -403,30 +423,308 @@ def test_replayed_sequence_numbers_are_rejected_but_a_retransmission_is_answered
 ):
     secret = bytes.fromhex(server.register(0).secret)
     first, second = frame(secret, seq=1, step=1), frame(secret, seq=2, step=2)
+    other = "fedcba9876543210"  # another client of the job, numbering its own reports from 1
+    others = [frame(secret, client=other, seq=seq, step=seq) for seq in (1, 2)]
     with connect(server) as sock:
         sock.sendall(first)
         read_reply(sock)
         sock.sendall(second)
         reply = read_reply(sock)
+    with connect(server) as sock:
+        for request in others:
+            sock.sendall(request)
+            read_reply(sock)
     with connect(server) as sock:  # the exact last request again: same reply, no new decision
         sock.sendall(second)
         assert read_reply(sock) == reply
-    for replay in (first, frame(secret, seq=2, step=3), frame(secret, seq=1, step=9)):
+    assert reporting._split(reply)[2]["client"] == CLIENT  # the reply names whom it answers
+    replays = [first, frame(secret, seq=2, step=3), frame(secret, seq=1, step=9), others[0]]
+    for replay in [*replays, frame(secret, client=other, seq=2, step=5)]:
         with connect(server) as sock:
             sock.sendall(replay)
             assert_closed_without_answer(sock)
-    assert [c[1] for c in recorder.calls] == [1, 2]
+    assert [c[1] for c in recorder.calls] == [1, 2, 1, 2]
+
+
+# ---- several clients of one job ------------------------------------------------------------------
+
+
+def test_a_retried_attempt_reports_through_a_new_client_of_the_same_channel(server, recorder):
+    """Dask re-runs a task whose worker died with the same spec, hence the same ChannelSpec: the
+    new attempt's client numbers its reports from 1 again, and they must reach ``decide``."""
+    channel = server.register(0)
+    with job_context(spec_for(channel)):  # the attempt whose worker dies after two reports
+        report(loss=1.0)
+        report(loss=0.9)
+    with job_context(spec_for(channel)) as retry:
+        for loss in (1.0, 0.9, 0.8):
+            report(loss=loss)
+    assert [r.step for r in retry.reports] == [1, 2, 3]
+    assert [c[:3] for c in recorder.calls] == [
+        (0, 1, {"loss": 1.0}),
+        (0, 2, {"loss": 0.9}),
+        (0, 1, {"loss": 1.0}),
+        (0, 2, {"loss": 0.9}),
+        (0, 3, {"loss": 0.8}),
+    ]
+
+
+def test_two_clients_built_from_one_channel_report_side_by_side(server, recorder):
+    channel = server.register(0)
+    with ReportClient(channel) as first, ReportClient(channel) as second:
+        for step in (1, 2):
+            assert first.send(step, {"loss": 1.0}).action is Action.CONTINUE
+            assert second.send(step, {"accuracy": 0.5}).action is Action.CONTINUE
+    assert [(c[1], sorted(c[2])) for c in recorder.calls] == [
+        (1, ["loss"]),
+        (1, ["accuracy"]),
+        (2, ["loss"]),
+        (2, ["accuracy"]),
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork exists on POSIX only")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # the child only reports, exits
+def test_a_forked_child_reports_as_a_new_client_and_the_parent_goes_on(server, recorder):
+    with job_context(spec_for(server.register(0))) as job:
+        report(loss=1.0)
+        pid = os.fork()
+        if pid == 0:  # the child: one report through its copy of the job's client, then exit
+            code = 1
+            try:
+                report(val_loss=0.9)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child's report failed"
+        report(loss=0.5)  # with the parent's own counter, which the child's report did not use
+    assert [r.step for r in job.reports] == [1, 2]  # the parent's own; the child's was its copy's
+    assert [c[:3] for c in recorder.calls] == [
+        (0, 1, {"loss": 1.0}),
+        (0, 2, {"val_loss": 0.9}),
+        (0, 2, {"loss": 0.5}),
+    ]
+
+
+def test_a_job_has_a_bounded_number_of_clients(server, recorder, monkeypatch, caplog):
+    monkeypatch.setattr(reporting, "_MAX_CLIENTS_PER_JOB", 2)
+    channel = server.register(0)
+    with (
+        caplog.at_level(logging.WARNING, logger="amtlib.reporting"),
+        ReportClient(channel) as first,
+        ReportClient(channel) as second,
+        ReportClient(channel) as third,
+    ):
+        first.send(1, {"loss": 1.0})
+        second.send(1, {"loss": 1.0})
+        with pytest.raises(ReportChannelError) as info:
+            third.send(1, {"loss": 1.0})
+        assert first.send(2, {"loss": 1.0}).action is Action.CONTINUE  # the known ones go on
+        assert second.send(2, {"loss": 1.0}).action is Action.CONTINUE
+    assert [c[1] for c in recorder.calls] == [1, 1, 2, 2]
+    assert "2 report clients" in str(info.value) and "forked child" in str(info.value)
+    assert any(
+        "job id 0 already has 2 report clients, the most allowed" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_a_reply_for_another_client_is_refused_by_the_client():
+    """Clients of one job share its secret: a reply is bound to its request by the client id."""
+    secret, requests = bytes(range(32)), []
+
+    def answer(conn: socket.socket) -> None:
+        requests.append(reporting._split(read_reply(conn))[2])
+        conn.sendall(reporting._encode(secret, {"kind": "decision", "job_id": 0, "seq": 1,
+                                                "client": "f" * 16, "action": "stop",
+                                                "reason": None}))  # fmt: skip
+
+    with fake_tuner(answer) as (host, port):
+        client = ReportClient(ChannelSpec(host, port, 0, secret.hex()))
+        with client, pytest.raises(ReportChannelError, match="does not answer this report"):
+            client.send(1, {"loss": 1.0})
+    assert [r["seq"] for r in requests] == [1] and requests[0]["client"] != "f" * 16
+
+
+# ---- listening on IPv6 ---------------------------------------------------------------------------
+
+
+def _ipv6_wildcard_unusable() -> str | None:
+    """Why a server cannot listen on "::" here, or None when it can."""
+    if not socket.has_ipv6:
+        return "Python was built without IPv6 support"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::", 0))
+    except OSError as exc:
+        return f"this machine cannot bind the IPv6 wildcard '::' ({exc})"
+    if not socket.has_dualstack_ipv6():
+        return "this platform has no dual-stack sockets: '::' cannot accept IPv4 clients"
+    return None
+
+
+_NO_IPV6_WILDCARD = _ipv6_wildcard_unusable()
+
+
+@pytest.mark.skipif(_NO_IPV6_WILDCARD is not None, reason=str(_NO_IPV6_WILDCARD))
+def test_a_server_on_the_ipv6_wildcard_accepts_a_client_dialling_ipv4(recorder):
+    """Workers are usually told an IPv4 address of the tuner's machine, whatever it listens on."""
+    with ReportServer(recorder, host="::") as server:
+        channel = server.register(0)
+        ipv4 = ChannelSpec("127.0.0.1", channel.port, channel.job_id, channel.secret)
+        with ReportClient(ipv4, timeout=TIMEOUT) as client:
+            assert client.send(1, {"loss": 0.5}).action is Action.CONTINUE
+    assert [c[:3] for c in recorder.calls] == [(0, 1, {"loss": 0.5})]
 
 
 def test_an_incomplete_frame_is_dropped_after_a_deadline(recorder, monkeypatch):
+    monkeypatch.setattr(reporting, "_FIRST_FRAME_SECONDS", 0.2)
     monkeypatch.setattr(reporting, "_PENDING_SECONDS", 0.2)
     monkeypatch.setattr(reporting, "_SWEEP_SECONDS", 0.05)
-    with ReportServer(recorder) as server, connect(server) as sock:
-        sock.sendall(b"\x00\x00")
-        started = time.monotonic()
-        assert_closed_without_answer(sock)
-        assert time.monotonic() - started < 5
+    with ReportServer(recorder) as server:
+        secret = bytes.fromhex(server.register(0).secret)
+        with connect(server) as fresh, connect(server) as known:
+            known.sendall(frame(secret))  # a valid frame first: then one left incomplete
+            read_reply(known)
+            for sock in (fresh, known):
+                sock.sendall(b"\x00\x00")
+                started = time.monotonic()
+                assert_closed_without_answer(sock)
+                assert time.monotonic() - started < 5
         assert_good_client_works(server, recorder)
+
+
+# ---- holding connections -------------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], object]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def assert_open(sock: socket.socket) -> None:
+    """Nothing to read yet, and not closed by the server."""
+    sock.setblocking(False)
+    try:
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)
+    finally:
+        sock.settimeout(TIMEOUT)
+
+
+def test_a_connection_without_a_valid_frame_is_closed_soon_but_an_idle_client_is_kept(
+    recorder, monkeypatch
+):
+    monkeypatch.setattr(reporting, "_FIRST_FRAME_SECONDS", 0.2)  # _PENDING_SECONDS stays 30
+    monkeypatch.setattr(reporting, "_SWEEP_SECONDS", 0.05)
+    with ReportServer(recorder) as server, ReportClient(server.register(0)) as client:
+        client.send(1, {"loss": 1.0})
+        kept = client._sock
+        with connect(server) as silent:  # connects and sends nothing, as a flood would
+            started = time.monotonic()
+            assert_closed_without_answer(silent)
+            assert time.monotonic() - started < 5
+        monkeypatch.setattr(reporting, "_PENDING_SECONDS", 0.2)  # no deadline may apply either
+        time.sleep(0.3)  # the client stays idle past both deadlines, through several sweeps
+        assert client.send(2, {"loss": 1.0}).action is Action.CONTINUE
+        assert client._sock is kept  # its connection was not closed between the two reports
+    assert [c[1] for c in recorder.calls] == [1, 2]
+
+
+def test_connections_waiting_for_a_first_frame_are_capped_by_closing_the_oldest(
+    recorder, monkeypatch, caplog
+):
+    monkeypatch.setattr(reporting, "_MAX_UNAUTHENTICATED", 3)
+    with (
+        caplog.at_level(logging.WARNING, logger="amtlib.reporting"),
+        ReportServer(recorder) as server,
+        ReportClient(server.register(0)) as client,
+        contextlib.ExitStack() as stack,
+    ):
+        client.send(1, {"loss": 1.0})  # an authenticated connection: not counted, never closed
+        kept = client._sock
+        idle = [stack.enter_context(connect(server)) for _ in range(3)]
+        newest = stack.enter_context(connect(server))  # one more than the cap
+        assert_closed_without_answer(idle[0])
+        for sock in [*idle[1:], newest]:
+            assert_open(sock)
+        assert client.send(2, {"loss": 1.0}).action is Action.CONTINUE
+        assert client._sock is kept
+        assert_good_client_works(server, recorder)  # a new connection closes the next oldest
+        assert_closed_without_answer(idle[1])
+    assert [c[1] for c in recorder.calls if c[0] == 0] == [1, 2]
+    warnings = [r.getMessage() for r in caplog.records if "first valid frame" in r.getMessage()]
+    assert len(warnings) == 1  # the second closing came within the same 10 s: held back
+    assert "3 connections were waiting for their first valid frame" in warnings[0]
+
+
+def test_a_first_frame_that_waited_on_a_slow_decide_is_still_answered(recorder, monkeypatch):
+    """The deadline is the client's, not the server's: a frame that arrived while ``decide`` kept
+    the server busy past the connection's deadline is read, not dropped with the connection."""
+    monkeypatch.setattr(reporting, "_FIRST_FRAME_SECONDS", 0.2)
+    monkeypatch.setattr(reporting, "_SWEEP_SECONDS", 0.05)
+    late_frame_sent = threading.Event()
+
+    def answer(job: int, step: int, metrics: dict[str, float]) -> Decision:
+        if job == 1:
+            assert late_frame_sent.wait(TIMEOUT)
+            time.sleep(0.3)  # past the late connection's deadline, its frame unread meanwhile
+        return Decision()
+
+    recorder.answer = answer
+    with ReportServer(recorder) as server:
+        secret = bytes.fromhex(server.register(0).secret)
+        slow = server.register(1)
+
+        def report_slowly() -> Decision:
+            with ReportClient(slow) as client:
+                return client.send(1, {"loss": 1.0})
+
+        # Connected before the slow job's client, so accepted before its report is decided.
+        with connect(server) as late, ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(report_slowly)
+            wait_until(lambda: recorder.calls)  # decide(job 1) has started
+            late.sendall(frame(secret))
+            late_frame_sent.set()
+            assert busy.result(TIMEOUT).action is Action.CONTINUE
+            assert read_reply(late)
+    assert [c[:2] for c in recorder.calls] == [(1, 1), (0, 1)]
+
+
+def test_accept_failures_pause_accepting_and_are_logged_once(recorder, monkeypatch, caplog):
+    """Out of file descriptors, accept() fails while the listener stays readable: the server must
+    neither spin nor log each failure (an audit saw 1,229 lines), and must recover."""
+    monkeypatch.setattr(reporting, "_ACCEPT_BACKOFF_SECONDS", 0.25)
+    failing = threading.Event()
+    failing.set()
+    calls = []
+    accept = socket.socket.accept
+
+    def flaky_accept(self: socket.socket) -> tuple[socket.socket, Any]:
+        if threading.current_thread().name.startswith("amtlib-report-server"):
+            calls.append(time.monotonic())
+            if failing.is_set():
+                raise OSError(errno.EMFILE, "Too many open files")
+        return accept(self)
+
+    monkeypatch.setattr(socket.socket, "accept", flaky_accept)
+    with (
+        caplog.at_level(logging.WARNING, logger="amtlib.reporting"),
+        ReportServer(recorder) as server,
+        connect(server),  # queued: the listener stays readable while accept() fails
+    ):
+        wait_until(lambda: calls)
+        time.sleep(0.6)  # long enough to tell a few paused retries from a busy loop
+        failed = len(calls)
+        failing.clear()
+        assert_good_client_works(server, recorder)
+    # One call, then one per 0.25 s pause: 3 or 4 in 0.6 s (retrying at once would be thousands).
+    assert 1 <= failed <= 5
+    warnings = [r.getMessage() for r in caplog.records if "accept failed" in r.getMessage()]
+    assert len(warnings) == 1 and "EMFILE" in warnings[0]
 
 
 # ---- the client's checks -------------------------------------------------------------------------

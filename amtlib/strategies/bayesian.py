@@ -41,7 +41,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from amtlib.errors import ValidationError, describe_value
 from amtlib.records import Trial
@@ -269,6 +268,10 @@ class BayesianStrategy(Strategy):
         if index >= self.initial_design_size:
             return self.space.sample(trial_rng(self.seed, index))
         if self._design is None:
+            # Imported here: scipy.stats takes ~1 s to import, and worker processes, which import
+            # amtlib but never suggest, would pay it at every start.
+            from scipy.stats import qmc
+
             sampler = qmc.LatinHypercube(d=self.space.n_dims, seed=model_rng(self.seed, 0))
             self._design = sampler.random(self.initial_design_size)
         return self._space_for({**self._scaling, **self._hedge()}).decode(self._design[index])

@@ -1,0 +1,119 @@
+"""How a job's end is recorded when the training code does something unusual."""
+
+from __future__ import annotations
+
+import fractions
+import socket
+import warnings
+
+import _objectives as obj
+import numpy as np
+import pytest
+
+from amtlib import ContinuousParameter, ObjectiveStatus, TrainingJobStatus, Tuner
+from amtlib._execution import parse_result
+from amtlib._run import _advertised_host
+
+
+def tune(train, executor, **kw):
+    args = dict(
+        objective_type="Minimize",
+        strategy="Random",
+        max_jobs=3,
+        random_seed=1,
+        store=":memory:",
+        executor=executor,
+        initial_failure_limit=None,
+    )
+    args.update(kw)
+    return Tuner(train, "loss", {"x": ContinuousParameter(0.0, 1.0)}, **args).fit(progress=False)
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "GeneratorExit"])
+def test_a_base_exception_from_the_training_code_fails_only_its_job(executor, exc):
+    # Raised by the code in a worker thread or process, it cannot be the user's Ctrl-C (signals
+    # reach only the tuner's main thread; workers run in their own session). It used to abort
+    # fit(), and the job then stayed InProgress and aborted every resume.
+    job = tune(obj.raises_base_exception, executor, static_hyperparameters={"exc": exc})
+    ok, failed = TrainingJobStatus.COMPLETED, TrainingJobStatus.FAILED
+    assert [j.status for j in job.training_jobs] == [ok, failed, ok]
+    assert job.training_jobs[1].failure_reason == f"{exc}: raised by the training code"
+    assert exc in job.training_jobs[1].traceback
+
+
+def test_generator_exit_inline_fails_its_job_and_ctrl_c_still_interrupts():
+    job = tune(obj.raises_base_exception, "inline", static_hyperparameters={"exc": "GeneratorExit"})
+    assert job.training_jobs[1].status is TrainingJobStatus.FAILED
+    # Inline, the job runs in the tuner's main thread, where a Ctrl-C lands: it stops the tuner.
+    with pytest.raises(KeyboardInterrupt):
+        tune(
+            obj.raises_base_exception,
+            "inline",
+            static_hyperparameters={"exc": "KeyboardInterrupt"},
+        )
+
+
+@pytest.mark.parametrize(
+    "returned, value",
+    [
+        (np.float32(0.25), 0.25),
+        (np.array(0.25), 0.25),
+        (fractions.Fraction(1, 4), 0.25),  # report() takes it: so does a return
+        ({"loss": np.int64(3), "acc": 0.5}, 3.0),
+    ],
+)
+def test_returned_numbers_are_those_report_accepts(returned, value):
+    metrics, problem = parse_result(returned, "loss")
+    assert problem is None and metrics["loss"] == value and type(metrics["loss"]) is float
+
+
+@pytest.mark.parametrize(
+    "returned, fragment",
+    [
+        (np.array([0.25]), "array([0.25]) (ndarray)"),  # report() refuses it too: use .item()
+        (10**400, "(int)"),  # beyond float's range: it was taken for a crash of the machinery
+        ({"loss": 10**400}, "must be a real number"),
+        (True, "True (bool)"),
+        ("0.25", "'0.25' (str)"),
+    ],
+    ids=["1-element array", "10**400", "dict with 10**400", "bool", "str"],
+)
+def test_returned_non_numbers_fail_the_objective_with_the_fix(returned, fragment):
+    metrics, problem = parse_result(returned, "loss")
+    assert problem is not None and fragment in problem and ".item()" in problem
+    assert metrics.get("loss") is None
+    assert len(problem) < 600  # a huge value is cut short in the message
+
+
+def test_a_huge_returned_int_is_a_failed_objective_not_a_crash():
+    job = tune(lambda hp: 10**400, "inline", max_jobs=1)
+    (j,) = job.training_jobs
+    assert j.status is TrainingJobStatus.COMPLETED
+    assert j.objective_status is ObjectiveStatus.FAILED and not j.retryable
+    assert "real number" in j.failure_reason or "must return" in j.failure_reason
+
+
+def test_a_job_whose_worker_died_keeps_what_it_reported():
+    job = tune(obj.reports_then_dies, "process", max_jobs=1)
+    (j,) = job.training_jobs
+    assert j.status is TrainingJobStatus.FAILED and "WorkerDiedError" in j.failure_reason
+    assert len(j.reports) == 3
+    assert j.metrics == {"loss": pytest.approx(j.hyperparameters["x"] + 1 / 3), "acc": 0.5}
+
+
+def test_a_wildcard_report_host_is_not_advertised_as_loopback(monkeypatch):
+    # /etc/hosts often maps the host name to 127.0.1.1: workers on other hosts would dial their
+    # own loopback. The address of the routed interface is advertised instead; without any route
+    # the tuner says so.
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "127.0.1.1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        address = _advertised_host("0.0.0.0")
+    assert address is not None
+    if address.startswith("127."):
+        assert any("loopback" in str(w.message) for w in caught)
+    else:
+        socket.inet_aton(address)  # a real IPv4 address
+        assert not caught
+    assert _advertised_host("127.0.0.1") is None  # a given address is dialled as given
