@@ -47,7 +47,7 @@ from amtlib.records import (
     Trial,
     json_safe,
 )
-from amtlib.reporting import Action, Decision, ReportServer
+from amtlib.reporting import Action, Decision, ReportServer, _is_unspecified
 from amtlib.store import SQLiteStore
 from amtlib.strategies import make_strategy
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 # The entries of a decision's reason that hold objective values (as losses, inside the rules).
 _LOSS_KEYS = frozenset({"value", "median", "cutoff"})
 _SHUTTING_DOWN = "the tuner is shutting down"
+_CANCELLED_BEFORE_START = "Cancelled before it started"
 # While it runs, the tuning job's state (runtime so far, the strategy's description) is saved at
 # most this often, so a crash loses little runtime and other processes see progress.
 _STATE_EVERY_SECONDS = 1.0
@@ -135,12 +136,15 @@ class Run:
         if job.objective_status is ObjectiveStatus.SUCCEEDED and job.objective_value is not None:
             loss = self.sign * job.objective_value
         intermediate = tuple(sorted(self.losses(job).items()))
-        # Stopped without a value: killed or cancelled by the tuner, unless report() met a NaN (the
-        # training diverged, which is the configuration's failure).
+        # Stopped without a value by the tuner itself (killed or told to stop at the time limit,
+        # or cancelled before it started), not by the training code (a NaN, its own TrialStopped).
         unfinished = (
             loss is None
             and job.status is TrainingJobStatus.STOPPED
-            and (job.stop_reason or {}).get("rule") != "not_finite"
+            and (
+                (job.stop_reason or {}).get("rule") == "tuner"
+                or job.failure_reason == _CANCELLED_BEFORE_START
+            )
         )
         return Trial(
             job.index,
@@ -326,7 +330,7 @@ class Run:
                 status=TrainingJobStatus.STOPPED,
                 end_time=now,
                 objective_status=ObjectiveStatus.FAILED,
-                failure_reason="Cancelled before it started",
+                failure_reason=_CANCELLED_BEFORE_START,
             )
         except Exception as exc:  # the machinery failed, not the training function
             return job.replace(
@@ -563,7 +567,7 @@ def _advertised_host(host: str, executor: object = None) -> str | None:
     to 127.0.1.1): then the address of the interface that routes towards the Dask scheduler, or
     towards other networks. Connecting a UDP socket sends nothing; it only picks the route.
     """
-    if host not in ("0.0.0.0", "", "::"):
+    if not _is_unspecified(host):
         return None
     try:
         address = socket.gethostbyname(socket.gethostname())
@@ -571,8 +575,8 @@ def _advertised_host(host: str, executor: object = None) -> str | None:
         address = "127.0.0.1"
     if not address.startswith("127."):
         return address
-    scheduler = str(getattr(getattr(executor, "scheduler", None), "address", "") or "")
-    targets = [scheduler.rsplit("://", 1)[-1].rsplit(":", 1)[0]] if scheduler else []
+    scheduler = _scheduler_host(executor)
+    targets = [scheduler] if scheduler else []
     for target in [*targets, "10.255.255.255", "192.0.2.1"]:
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -589,6 +593,16 @@ def _advertised_host(host: str, executor: object = None) -> str | None:
         stacklevel=4,
     )
     return address
+
+
+def _scheduler_host(executor: object) -> str | None:
+    """The Dask scheduler's host, for a ``Client`` or its ``get_executor()``; else None."""
+    client = getattr(executor, "_client", executor)  # a ClientExecutor keeps its Client there
+    address = str(getattr(getattr(client, "scheduler", None), "address", "") or "")
+    if "://" not in address or address.startswith("inproc://"):
+        return None
+    host = address.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+    return host or None
 
 
 def _check_resumable(

@@ -1,17 +1,28 @@
-"""The worker process behind ``ProcessExecutor``: ``python -m amtlib._worker <fd> <parent pid>``.
+"""The worker process behind ``ProcessExecutor``: ``main([fd, parent_pid])``.
 
-The worker talks to its parent over the socket ``fd`` with ``multiprocessing.connection`` framing
-(length-prefixed bytes), never over stdin/stdout: user code prints freely on the inherited
-stdout and stderr. The conversation:
+The parent starts it as ``python -c "<set sys.path>; from amtlib._worker import main; ..." <fd>
+<parent pid>`` (see ``amtlib.executors._worker_command``, which says why not ``python -m``), in a
+session and process group of its own, with the parent's environment unchanged. The worker talks to
+its parent over the socket ``fd`` with ``multiprocessing.connection`` framing (length-prefixed
+bytes), never over stdin/stdout: user code prints freely on the inherited stdout and stderr. The
+conversation:
 
-1. parent -> worker: a pickled ``{"sys_path": [...], "cwd": str | None, "pythonpath": str | None}``
-   (the parent's ``PYTHONPATH``, which it changed to start the worker); worker -> parent: ``b""``
-   (ready).
+1. parent -> worker: a pickled ``{"sys_path": [...], "cwd": str | None}``; worker -> parent:
+   ``b""`` (ready).
 2. per task, parent -> worker: ``cloudpickle`` of ``(fn, args, kwargs)``;
    worker -> parent: a pickled ``(True, result)``, or
    ``(False, pickled exception or None, type name, message, traceback)``.
 3. parent -> worker: ``b""`` (stop): ``main`` returns exit code 0. End of file instead means that
    the parent is gone: the worker kills its process group, itself included (see ``main``).
+
+What a task started (in the worker's process group) is killed:
+
+- when the worker exits, at the parent's request or not, or is killed: by the parent, which kills
+  the group once the worker has exited and before reaping it;
+- when the parent is killed: on Linux the kernel kills the worker at once (``_die_with_parent``),
+  and the parent's watchdog process (``amtlib.executors._Watchdog``) kills the group; elsewhere the
+  watchdog kills the group, worker included, and an idle worker's end of file does it too;
+- never, if it left the group (``setsid``, ``setpgid``), or if the watchdog was killed as well.
 
 Imports stay light (no numpy here): every worker pays for them at start.
 """
@@ -55,8 +66,7 @@ def main(argv: list[str]) -> int:
         setup = pickle.loads(conn.recv_bytes())
     except EOFError:
         return 0
-    sys.path[:] = setup["sys_path"]
-    _restore_environ("PYTHONPATH", setup["pythonpath"])
+    sys.path[:] = setup["sys_path"]  # as the parent's now: without what the bootstrap appended
     if setup["cwd"] is not None:
         os.chdir(setup["cwd"])
     try:
@@ -67,9 +77,9 @@ def main(argv: list[str]) -> int:
             conn.send_bytes(reply)
     except (EOFError, OSError):
         # The parent died (or closed the channel without saying stop): nobody is waiting for results
-        # any more, and nobody will kill what our tasks started, as the parent does when we exit. So
-        # kill our process group, us included. (On Linux the kernel usually kills us first, see
-        # _die_with_parent, and what our tasks started then outlives us.)
+        # any more, and the parent will not kill what our tasks started, as it does when we exit.
+        # So kill our process group, us included. (On Linux the kernel usually kills us first, see
+        # _die_with_parent, and the parent's watchdog kills the group instead.)
         _flush_user_output()
         with contextlib.suppress(OSError):
             os.killpg(os.getpid(), signal.SIGKILL)
@@ -142,15 +152,6 @@ def _flush_user_output() -> None:
             pass
 
 
-def _restore_environ(name: str, value: str | None) -> None:
-    # The parent set the variable only so that this process could start: tasks and the processes
-    # they start must see the parent's environment, as they would with any other executor.
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-
-
 def _release_channel(fd: int) -> None:
     # A process forked by a task must not keep the channel open: the parent detects a dead worker by
     # end of file, which never comes while a copy of the socket lives on. Point fd at /dev/null
@@ -162,9 +163,11 @@ def _release_channel(fd: int) -> None:
 
 def _die_with_parent(parent_pid: int) -> None:
     # End of file tells an idle worker that the parent is gone; on Linux, also have the kernel kill
-    # a busy one, so that a training job never outlives the tuner. Elsewhere, end of file alone.
-    # The kernel kills only this process: what its tasks started, in its process group, lives on.
-    # Catching a signal instead, to kill the group, would let a task busy in C code run on.
+    # a busy one, so that a training job never outlives the tuner. The kernel kills only this
+    # process: what its tasks started, in its process group, is the parent's watchdog's to kill
+    # (elsewhere than Linux, the watchdog kills this process too). Catching a signal instead, to
+    # kill the group here, would let a task busy in C code run on. The signal is sent when the
+    # thread that started us ends: the parent's manager thread, which outlives its workers.
     if sys.platform.startswith("linux"):
         import ctypes
 

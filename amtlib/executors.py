@@ -49,16 +49,19 @@ _T = TypeVar("_T")
 # before killing them.
 _EXIT_GRACE_SECONDS = 5.0
 
-# What a worker needs on PYTHONPATH to import the same amtlib as this process: the directory that
-# holds the amtlib package.
+# The directory that holds the amtlib package this process imported, which a worker must import too.
 _AMTLIB_PARENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# How a worker starts, after its sys.path is set (see _worker_command). `python -c` sets sys.argv to
+# ["-c", <fd>, <parent pid>].
+_WORKER_MAIN = "from amtlib._worker import main; sys.exit(main(sys.argv[1:]))"
 
 
 class ProcessExecutor(Executor):
     """Runs tasks in persistent worker processes; a worker that dies fails only its own task.
 
-    Each worker is ``python -m amtlib._worker``, started with ``subprocess`` rather than
-    ``multiprocessing``, so the user's ``__main__`` script is never imported again and scripts
+    Each worker is a new interpreter running ``amtlib._worker``, started with ``subprocess`` rather
+    than ``multiprocessing``, so the user's ``__main__`` script is never imported again and scripts
     without an ``if __name__ == "__main__":`` guard work. Tasks travel with ``cloudpickle``, so
     functions defined in ``__main__``, closures and lambdas work; results and exceptions come back
     pickled. Workers start as tasks arrive, up to ``max_workers``, at the same time, and then serve
@@ -73,8 +76,11 @@ class ProcessExecutor(Executor):
     - A worker that dies while running a task (``os._exit``, a segfault, the out-of-memory killer)
       fails that task's future with ``WorkerDiedError``, which gives the exit code or signal, and is
       replaced. Other tasks, running or queued, are unaffected. A worker that dies idle is replaced
-      silently. The processes a task started die with its worker, whether it dies, is killed or
-      exits at shutdown (those that left its process group, with ``setsid`` for one, excepted).
+      silently.
+    - The processes a task started die with its worker, whether it dies, is killed or exits at
+      shutdown; and if this process is killed (``kill -9``, the out-of-memory killer), a watchdog
+      process kills every worker with what its tasks started. Processes that left their worker's
+      process group (with ``setsid``, for one) are not tracked and live on.
     - ``kill(future)`` stops a running task at once (``TaskKilledError``); a queued task is stopped
       with ``future.cancel()``.
     - ``shutdown`` follows the ``concurrent.futures`` contract. An executor that is never shut down
@@ -83,8 +89,7 @@ class ProcessExecutor(Executor):
       Ctrl-C in a terminal reaches only the parent, which decides what to do with running tasks.
     - Only the process that created the executor may use it, not a fork of it.
 
-    POSIX only (tested on Linux; on other systems a worker whose parent is killed outlives it until
-    its task ends). On Windows use ``ThreadPoolExecutor`` or a Dask client.
+    POSIX only (tested on Linux). On Windows use ``ThreadPoolExecutor`` or a Dask client.
 
     Args:
         max_workers: the most worker processes running at once, an int >= 1.
@@ -297,7 +302,8 @@ class _Pool:
     reaches a recycled pid: ``kill`` and ``terminate`` signal only workers in ``workers``, which a
     worker leaves before it is reaped, and only the manager thread reaps, through ``_reap``. Only
     the manager thread adds to or removes from ``workers`` and ``idle``, and only it reads from the
-    connections.
+    connections. Only the manager thread talks to the ``watchdog``: it reports each worker once
+    started, before the worker can get a task, and forgets it just before reaping it.
     """
 
     def __init__(self, max_workers: int) -> None:
@@ -315,6 +321,7 @@ class _Pool:
         self.wake_r = self.wake_w = -1
         self.wake_sent = False
         self.owner_pid = os.getpid()
+        self.watchdog = _Watchdog()
 
     # ---- the callers' side ----------------------------------------------------------------------
 
@@ -404,6 +411,9 @@ class _Pool:
 
     def _manage(self) -> None:
         try:
+            # Started here rather than in submit(): the caller's thread may end before the pool
+            # does, and only this thread writes to the watchdog.
+            self.watchdog.start()
             while self._step():
                 pass
         except BaseException as exc:
@@ -462,20 +472,23 @@ class _Pool:
 
     def _start_worker(self) -> None:
         parent_end, child_end = socket.socketpair()
-        pythonpath = os.environ.get("PYTHONPATH")
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "amtlib._worker", str(child_end.fileno()), str(os.getpid())],
+                _worker_command(child_end.fileno()),
                 pass_fds=(child_end.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=_worker_environment(pythonpath),
+                # As Python code here sees it: not the C-level one, where libraries such as
+                # readline may have set more (LINES, COLUMNS).
+                env=dict(os.environ),
             )
         except BaseException:
             parent_end.close()
             raise
         finally:
             child_end.close()
+        # Its process group id is its pid (start_new_session), not reusable before we reap it.
+        self.watchdog.watch(process.pid)
         conn = Connection(parent_end.detach())
         try:
             cwd: str | None = os.getcwd()
@@ -483,7 +496,7 @@ class _Pool:
             cwd = None  # the parent's directory was deleted; the worker stays where it started
         # The socket buffers the setup until the worker reads it: workers start concurrently.
         # On failure it died at once: its end of file comes next.
-        setup = {"sys_path": list(sys.path), "cwd": cwd, "pythonpath": pythonpath}
+        setup = {"sys_path": list(sys.path), "cwd": cwd}
         with contextlib.suppress(OSError):
             conn.send_bytes(pickle.dumps(setup))
         with self.lock:
@@ -527,7 +540,7 @@ class _Pool:
                 if not any(w.ready for w in self.workers.values()):
                     victim = self._pop_startable_task()
         worker.conn.close()
-        returncode = _reap(worker.process)
+        returncode = _reap(worker.process, self.watchdog)
         pid = worker.process.pid
         if task is not None and mine:
             task.future.set_exception(
@@ -540,7 +553,7 @@ class _Pool:
                 WorkerDiedError(
                     f"worker process {pid} {_describe_exit(returncode)} before it was ready, so the"
                     f" task could not start; its error output, if any, is above. The command was:"
-                    f" {sys.executable} -m amtlib._worker"
+                    f" {sys.executable} -c '<set sys.path>; {_WORKER_MAIN}' <fd> <pid>"
                 )
             )
 
@@ -553,7 +566,7 @@ class _Pool:
         return None
 
     def _stop(self) -> None:
-        """Ask every worker to exit, kill those that do not in time, reap them all.
+        """Ask every worker to exit, kill those that do not in time, reap them all, stop the watchdog.
 
         A worker that exits cleanly leaves behind whatever its tasks started and did not stop; its
         process group is killed as it is reaped, so that nothing a task started outlives the
@@ -579,7 +592,8 @@ class _Pool:
         for worker in workers:
             if not _wait_exited(worker.process, max(0.0, deadline - time.monotonic())):
                 _kill_process_group(worker.process)  # it ignored STOP
-            _reap(worker.process)
+            _reap(worker.process, self.watchdog)
+        self.watchdog.stop()
         # Only after termination or a failure of this thread are tasks left over.
         orphans = [f for f in queued if f.set_running_or_notify_cancel()] + running
         for future in orphans:
@@ -627,30 +641,143 @@ def _describe_exit(returncode: int) -> str:
     return f"died with {name}"
 
 
-def _worker_environment(pythonpath: str | None) -> dict[str, str]:
-    """The environment of a new worker: this process's, with amtlib's directory first on PYTHONPATH.
+def _worker_command(fd: int) -> list[str]:
+    """The command that starts a worker: ``python -c <bootstrap> <fd> <this process's pid>``.
 
-    The worker imports ``amtlib._worker`` before it receives this process's ``sys.path``, so an
-    amtlib found only through a runtime ``sys.path`` change (a notebook's
-    ``sys.path.append("../src")``) would not be found, and one installed elsewhere would be
-    imported instead of this one. The worker puts back ``pythonpath``, the original value, before
-    any task runs, so that tasks and the processes they start see this process's environment.
+    The bootstrap gives the worker this process's ``sys.path`` before it imports anything, so that
+    ``amtlib._worker`` and what it imports resolve as they do here: an amtlib found only through a
+    runtime ``sys.path`` change (a notebook's ``sys.path.append("../src")``) is found, rather than
+    another one installed, and a directory this process appended after the standard library stays
+    after it, so that a user's ``secrets.py`` there cannot shadow the standard ``secrets``. Neither
+    ``python -m`` (the current directory first) nor ``PYTHONPATH`` (its entries before the standard
+    library, and inherited by what tasks start) can do that. amtlib's own directory is appended in
+    case this process found amtlib some other way; the worker sets this process's exact
+    ``sys.path`` again before any task runs. Entries that are neither str nor bytes are dropped:
+    the import system skips them anyway, and their repr may not be Python that runs there.
     """
-    env = dict(os.environ)
-    if _AMTLIB_PARENT_DIR in _site_packages():
-        # Installed there, amtlib is found anyway; a site-packages directory on PYTHONPATH would
-        # come before the standard library, where a backport installed there could shadow it.
-        return env
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_AMTLIB_PARENT_DIR, pythonpath]))
-    return env
+    path = [entry for entry in sys.path if isinstance(entry, (str, bytes))]
+    if _AMTLIB_PARENT_DIR not in path:
+        path.append(_AMTLIB_PARENT_DIR)
+    bootstrap = f"import sys; sys.path[:] = {path!r}; {_WORKER_MAIN}"
+    return [sys.executable, "-c", bootstrap, str(fd), str(os.getpid())]
 
 
-def _site_packages() -> set[str]:
-    """The site-packages directories of this interpreter (absolute paths)."""
-    import site
+# The watchdog's program, run as `python -S -c` in "/". It imports only posix, a
+# built-in module that no file can shadow, and skips site: it starts in ~10 ms. Each line it reads
+# is "+<pgid>" (a worker started), "-<pgid>" (that worker is about to be reaped) or "bye" (a clean
+# shutdown: exit, killing nothing). End of file without "bye" means that the process that started
+# it is gone: it kills every group it still knows, at once, and exits.
+_WATCHDOG_SOURCE = f"""\
+import posix
+groups, rest = set(), b""
+while True:
+    try:
+        chunk = posix.read(0, 65536)
+    except OSError:
+        chunk = b""
+    if not chunk:
+        break
+    *lines, rest = (rest + chunk).split(b"\\n")
+    for line in lines:
+        if line == b"bye":
+            posix._exit(0)
+        if line.startswith(b"+"):
+            groups.add(int(line[1:]))
+        else:
+            groups.discard(int(line[1:]))
+for group in groups:
+    try:
+        posix.killpg(group, {int(signal.SIGKILL)})
+    except OSError:
+        pass
+posix._exit(0)
+"""
 
-    dirs = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
-    return {os.path.abspath(d) for d in dirs if isinstance(d, str)}
+
+class _Watchdog:
+    """A process that kills the workers' process groups if the process that owns the pool dies.
+
+    When the owner is killed (SIGKILL, SIGTERM without a handler, the out-of-memory killer), nothing
+    of the pool runs: on Linux the kernel kills each worker (see ``amtlib._worker``), but what its
+    task started, in its process group, would live on. The watchdog learns each worker's process
+    group over a socket, the end of which only the owner holds; end of file without "bye" means the
+    owner is gone, and the watchdog kills the groups it still knows at once (see
+    ``_WATCHDOG_SOURCE``). It is told of a worker before the worker gets a task, and told to forget
+    one before it is reaped, so it never kills a group whose id the system may have reused, save
+    in the instant between the owner's death and its own reaction. It runs in its own session
+    without a parent-death signal, so that whatever kills the owner's process group or the owner
+    does not kill it too, and it exits after that one reaction or on "bye".
+
+    A watchdog that cannot start, or dies, costs only this protection: the pool runs on without it.
+    """
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-S", "-c", _WATCHDOG_SOURCE],
+                stdin=theirs.fileno(),
+                cwd="/",
+                start_new_session=True,
+            )
+        except OSError:
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        self.sock = ours
+        _watchdogs.add(self)
+
+    def watch(self, pgid: int) -> None:
+        self._send(b"+%d\n" % pgid)
+
+    def forget(self, pgid: int) -> None:
+        self._send(b"-%d\n" % pgid)
+
+    def stop(self) -> None:
+        """Say "bye" (it exits, killing nothing) and reap it; on a clean shutdown only."""
+        self._send(b"bye\n")
+        self._release()
+        if self.process is not None:
+            try:
+                self.process.wait(_EXIT_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                # Stopped (SIGSTOP) or starved. Every worker was reaped and forgotten: killing it
+                # loses nothing.
+                self.process.kill()
+                self.process.wait()
+
+    def _send(self, message: bytes) -> None:
+        # A dead watchdog must not kill this process with SIGPIPE, which user code may have set back
+        # to its default action: MSG_NOSIGNAL (Linux) turns that into EPIPE, which is ignored.
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.sendall(message, _MSG_NOSIGNAL)
+
+    def _release(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        _watchdogs.discard(self)
+
+
+_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+
+# The live watchdogs' sockets are closed in a child forked without exec (multiprocessing's "fork",
+# os.fork): a copy of the owner's end kept there would hide the owner's death from the watchdog.
+_watchdogs: weakref.WeakSet[_Watchdog] = weakref.WeakSet()
+
+
+def _release_watchdogs_after_fork() -> None:
+    for watchdog in list(_watchdogs):
+        watchdog._release()
+
+
+os.register_at_fork(after_in_child=_release_watchdogs_after_fork)
 
 
 def _wait_exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -675,12 +802,13 @@ def _wait_exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
     return True
 
 
-def _reap(process: subprocess.Popen[bytes]) -> int:
+def _reap(process: subprocess.Popen[bytes], watchdog: _Watchdog) -> int:
     """Wait for a worker to exit, kill what is left of its process group, then reap it.
 
     Whatever a task started lives in its worker's process group, and outlives the worker unless
     killed. The group is killed after the worker has exited but before it is reaped, while the
-    group id cannot name anything else; the worker must be dying or asked to exit already.
+    group id cannot name anything else; the worker must be dying or asked to exit already. The
+    watchdog forgets the group before the reaping frees its id for reuse.
 
     Returns:
         The worker's exit code, negative for a signal, as ``Popen.returncode``.
@@ -693,6 +821,7 @@ def _reap(process: subprocess.Popen[bytes]) -> int:
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+    watchdog.forget(process.pid)
     return process.wait()
 
 

@@ -35,12 +35,26 @@ retransmission of a client's last accepted request (same client, sequence number
 client sends when the connection broke before the reply arrived: it gets the same reply again, and
 ``decide`` is not called twice. Nothing received is ever unpickled.
 
-Connections cost the tuner a file descriptor each, so one that has not yet sent a valid frame is
-held briefly: it must deliver one within ``_FIRST_FRAME_SECONDS`` of being accepted (a client sends
-its report as soon as it connects), and at most ``_MAX_UNAUTHENTICATED`` wait at once (accepting one
-more closes the oldest). A connection that has sent a valid frame is kept while idle, since a job
-may report once an hour. Without a secret, a peer can thus hold neither the tuner's descriptors nor
-the places of legitimate clients.
+Connections cost the tuner a file descriptor each, so one that has not yet sent a fresh request
+(correctly signed, and reaching ``decide``) is pending and held briefly: it must deliver one within
+``_FIRST_FRAME_SECONDS`` of being accepted (a client sends its report as soon as it connects), and at
+most ``_MAX_UNAUTHENTICATED`` wait at once. Accepting one more closes a pending connection of the
+address that holds the most of them (its oldest, preferring one whose frame has not arrived): a
+flood from one host closes that host's connections, not those of workers elsewhere. Workers on the
+flooding host itself (all of them, when they run on the tuner's machine and connect from 127.0.0.1)
+are not protected this way: they share its address. A retransmission answered from the cache does
+not end the wait: anyone who saw a frame on the network can resend its bytes without the secret, so
+the connection stays pending, and a second such retransmission on it closes it; a client whose
+connection is closed meanwhile reconnects on its next report, whose fresh request authenticates the
+new connection. A connection that has sent a fresh request is kept while idle, since a job may
+report once an hour, until the job is unregistered. Without a secret, a peer can thus hold neither
+the tuner's descriptors nor the places of legitimate clients on other hosts.
+
+Every refused frame is logged as a warning. Those that nothing shows to come from a holder of the
+job's secret (malformed, unsigned or badly signed, for an unregistered job, replayed) are logged at
+most once per ``_WARN_EVERY_SECONDS`` for each kind, with the count of those held back, since anyone
+can send them by the thousand; a fresh, correctly signed frame that is refused comes from a real
+client that misbehaves, and each one is logged.
 
 This module is over 400 lines because the protocol's two ends and the per-job context that drives
 the client share one set of invariants (framing, signing, client ids and sequence numbers), easier
@@ -49,6 +63,7 @@ to check on one page.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import enum
@@ -324,15 +339,34 @@ class _Job:
 @dataclass(eq=False, slots=True)
 class _Connection:
     sock: socket.socket
-    peer: str
+    address: str  # the peer's address: pending connections are counted per address
+    peer: str  # address and port, for the log
     deadline: float | None  # closed if still pending then; None once idle and authenticated
-    authenticated: bool = False  # has sent a valid frame: no longer counts as a pending connection
+    # The job whose fresh request, signed with its secret, the peer sent last, and its id: set, the
+    # connection is authenticated (no longer pending), and kept while that registration lasts.
+    job: _Job | None = None
+    job_id: int = -1
+    answered_from_cache: bool = False  # while pending: a retransmission got the cached reply
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
 
+    @property
+    def authenticated(self) -> bool:
+        return self.job is not None
+
 
 class _Rejected(Exception):
-    """A frame the server refuses: the connection is closed without an answer."""
+    """A frame the server refuses: the connection is closed without an answer.
+
+    ``unproven`` names the kind of refusal when nothing shows that the frame comes from a holder of
+    the job's secret (not signed with it, or a replay of bytes that were): anyone can send those by
+    the thousand, so each kind is logged through its own `_Throttled`. ``None``: a fresh frame
+    signed with the secret, from a real client that misbehaves; logged every time.
+    """
+
+    def __init__(self, why: str, unproven: str | None = None) -> None:
+        super().__init__(why)
+        self.unproven = unproven
 
 
 class _Throttled:
@@ -372,6 +406,21 @@ def _has_unread(sock: socket.socket) -> bool:
         return False
 
 
+def _crowd(pending: list[_Connection], newcomer: str) -> list[_Connection]:
+    """The pending connections, oldest first, of the address holding the most of them, counting
+    the connection about to be accepted from ``newcomer``: where a pending connection is closed to
+    make room. The oldest pending connection overall may be a legitimate client whose frame is a
+    few milliseconds behind its handshake; picking among the crowd's, a flood from one host closes
+    its own connections. Ties go to the address whose oldest connection is the oldest."""
+    by_address: dict[str, list[_Connection]] = {}
+    for conn in pending:  # in the order accepted
+        by_address.setdefault(conn.address, []).append(conn)
+    return max(
+        by_address.values(),
+        key=lambda group: len(group) + (group[0].address == newcomer),
+    )  # max keeps the first of equals: insertion order is that of each address's oldest
+
+
 _LISTENER, _WAKE = object(), object()
 Decide = Callable[[int, int, dict[str, float], float], Decision]
 
@@ -388,10 +437,12 @@ class ReportServer:
       it raises or returns something other than a :class:`Decision`, the error is logged on the
       ``amtlib.reporting`` logger and the job is told to continue.
     - Frames that fail authentication or validation never reach ``decide``; their connection is
-      closed and a warning logged. No client can crash the server.
+      closed and a warning logged (at most one per kind every ``_WARN_EVERY_SECONDS`` for frames
+      not shown to come from a holder of the secret). No client can crash the server.
     - ``register`` gives each job a fresh secret; registering a job id again invalidates the old
       secret (a re-run attempt cannot be reported to by the previous one). ``unregister`` rejects
-      the job's later reports.
+      the job's later reports. Either way, the server closes the connections of the old
+      registration within ``_SWEEP_SECONDS``.
     - A job may have several clients (a task Dask re-runs after its worker died, a forked child
       that reports): each client's sequence numbers are checked on their own, and every client's
       reports reach ``decide``. Past ``_MAX_CLIENTS_PER_JOB`` clients, a new one is refused.
@@ -449,6 +500,11 @@ class ReportServer:
             _Throttled(),
             _Throttled(),
             _Throttled(),
+        )
+        # Refused frames that anyone could have sent, one throttle per _Rejected.unproven kind: a
+        # flood of garbage does not hide, for ten seconds, the first frame with a bad signature.
+        self._rejecting: collections.defaultdict[str, _Throttled] = collections.defaultdict(
+            _Throttled
         )
 
     # ---- the tuner's side (any thread) ----------------------------------------------------------
@@ -637,17 +693,24 @@ class ReportServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pending = [conn for conn in connections.values() if not conn.authenticated]
             if len(pending) >= _MAX_UNAUTHENTICATED:
-                # The oldest, unless its frame arrived since the last select: then the next one.
-                oldest = next((c for c in pending if not _has_unread(c.sock)), pending[0])
+                victims = _crowd(pending, peer[0])
+                # Its oldest, unless that one's frame arrived since the last select: the next one.
+                victim = next((c for c in victims if not _has_unread(c.sock)), victims[0])
                 self._evicting.warn(
                     "closing %s: %d connections were waiting for their first valid frame, the "
-                    "most allowed; the oldest makes room for a new one",
-                    oldest.peer,
+                    "most allowed; %s holds the most of them (%d, counting the new one), and its "
+                    "oldest makes room for the new one",
+                    victim.peer,
                     len(pending),
+                    victim.address,
+                    len(victims) + (victim.address == peer[0]),
                 )
-                self._drop(selector, connections, oldest)
+                self._drop(selector, connections, victim)
             conn = _Connection(
-                sock, f"{peer[0]}:{peer[1]}", deadline=time.monotonic() + _FIRST_FRAME_SECONDS
+                sock,
+                peer[0],
+                f"{peer[0]}:{peer[1]}",
+                deadline=time.monotonic() + _FIRST_FRAME_SECONDS,
             )
             connections[sock] = conn
             selector.register(sock, selectors.EVENT_READ, conn)
@@ -659,13 +722,34 @@ class ReportServer:
         connections: dict[socket.socket, _Connection],
         now: float,
     ) -> None:
-        """Close the connections past their deadline: no valid frame within
-        ``_FIRST_FRAME_SECONDS`` of connecting, or a frame left incomplete for ``_PENDING_SECONDS``."""
+        """Close the connections past their deadline: no fresh valid request within
+        ``_FIRST_FRAME_SECONDS`` of connecting, or a frame left incomplete for ``_PENDING_SECONDS``;
+        and the idle connections of a job no longer registered (or registered again since), whose
+        reports would be refused anyway: they need not hold a descriptor until the worker exits."""
+        with self._lock:
+            stale = [
+                conn
+                for conn in connections.values()
+                if conn.job is not None
+                and self._jobs.get(conn.job_id) is not conn.job
+                and not conn.inbuf
+                and not conn.outbuf  # a reply still on its way (to a slow reader) is delivered
+            ]
+        for conn in stale:
+            self._drop(selector, connections, conn)
         for conn in list(connections.values()):
             if conn.deadline is None or now <= conn.deadline or _has_unread(conn.sock):
                 continue
             if conn.authenticated:
                 self._closing_late.warn("closing %s: incomplete request", conn.peer)
+            elif conn.answered_from_cache:
+                self._closing_late.warn(
+                    "closing %s: no fresh request within %g s of connecting, only the "
+                    "retransmission of one already answered (a client reconnects when it next "
+                    "reports)",
+                    conn.peer,
+                    _FIRST_FRAME_SECONDS,
+                )
             else:
                 self._closing_late.warn(
                     "closing %s: no valid request within %g s of connecting",
@@ -689,7 +773,10 @@ class ReportServer:
                 self._on_data(conn, data)
             self._flush(selector, conn)
         except _Rejected as exc:
-            logger.warning("report server: rejected a frame from %s: %s", conn.peer, exc)
+            if exc.unproven is None:
+                logger.warning("report server: rejected a frame from %s: %s", conn.peer, exc)
+            else:
+                self._rejecting[exc.unproven].warn("rejected a frame from %s: %s", conn.peer, exc)
             self._drop(selector, connections, conn)
         except BlockingIOError:
             pass
@@ -706,36 +793,52 @@ class ReportServer:
         while len(conn.inbuf) >= _HEADER.size:
             (length,) = _HEADER.unpack_from(conn.inbuf)
             if length > MAX_FRAME_BYTES:  # refuse before buffering it
-                raise _Rejected(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
+                raise _Rejected(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}", "malformed")
             end = _HEADER.size + length
             if len(conn.inbuf) < end:
                 return
             frame = bytes(conn.inbuf[_HEADER.size : end])
             del conn.inbuf[:end]
-            conn.outbuf += self._answer(frame)
-            conn.authenticated = True  # kept while idle from now on, however long
-            conn.deadline = time.monotonic() + _PENDING_SECONDS if conn.inbuf else None
+            reply, job_id, job = self._answer(frame)
+            if job is not None:  # a fresh request: the peer holds the secret
+                conn.job, conn.job_id = job, job_id  # kept while idle from now on, however long
+            elif not conn.authenticated:
+                # Answered from the cache: bytes anyone who saw them can resend, so the connection
+                # stays pending, deadline and all. A client retransmits once per connection.
+                if conn.answered_from_cache:
+                    raise _Rejected(
+                        f"a second retransmission of a report of job id {job_id} on a connection "
+                        "that has sent no fresh report",
+                        "replayed",
+                    )
+                conn.answered_from_cache = True
+            conn.outbuf += reply
+            if conn.authenticated:
+                conn.deadline = time.monotonic() + _PENDING_SECONDS if conn.inbuf else None
 
-    def _answer(self, frame: bytes) -> bytes:
-        """The signed reply to one request frame; raises ``_Rejected`` for anything suspect."""
+    def _answer(self, frame: bytes) -> tuple[bytes, int, _Job | None]:
+        """The signed reply to one request frame, its job id, and the job when the request was
+        fresh (it reached ``decide``) or ``None`` when it was answered from the cache (the peer may
+        be replaying what it saw); raises ``_Rejected`` for anything suspect."""
         try:
             mac, body, message = _split(frame)
         except ValueError as exc:
-            raise _Rejected(str(exc)) from None
+            raise _Rejected(str(exc), "malformed") from None
         job_id, client, seq = message.get("job_id"), message.get("client"), message.get("seq")
         if message.get("kind") != "report" or not _is_int(job_id) or not _is_int(seq):
-            raise _Rejected("not a report request")
+            raise _Rejected("not a report request", "malformed")
         if not _is_client_id(client):
             raise _Rejected(
                 f"report of job id {job_id} without a client id of {2 * _CLIENT_ID_BYTES} hex "
-                "digits (protocol version 1: the worker's amtlib is older than the tuner's)"
+                "digits (protocol version 1: the worker's amtlib is older than the tuner's)",
+                "protocol version 1",
             )
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise _Rejected(f"job id {job_id} is not registered")
+            raise _Rejected(f"job id {job_id} is not registered", "unregistered")
         if not _verify(job.secret, mac, body):
-            raise _Rejected(f"bad signature for job id {job_id}")
+            raise _Rejected(f"bad signature for job id {job_id}", "bad signature")
         sender = job.clients.get(client)
         if sender is None:
             if len(job.clients) >= _MAX_CLIENTS_PER_JOB:
@@ -746,9 +849,11 @@ class ReportServer:
                 )
         elif seq <= sender.last_seq:
             if seq == sender.last_seq and hmac.compare_digest(mac, sender.last_mac):
-                return sender.last_reply  # a retransmission after a broken connection
+                return sender.last_reply, job_id, None  # a retransmission after a broken connection
+            # Correctly signed, but an older frame of the client's, resent: anyone may have.
             raise _Rejected(
-                f"sequence number {seq} of job id {job_id}, client {client}, was already used"
+                f"sequence number {seq} of job id {job_id}, client {client}, was already used",
+                "replayed",
             )
         try:
             step, metrics, timestamp = _parse_report(message)
@@ -763,7 +868,7 @@ class ReportServer:
         if sender is None:
             sender = job.clients[client] = _Sender()
         sender.last_seq, sender.last_mac, sender.last_reply = seq, mac, reply
-        return reply
+        return reply, job_id, job
 
     def _call_decide(
         self, job_id: int, step: int, metrics: dict[str, float], timestamp: float

@@ -58,3 +58,13 @@ def test_tuning_job_on_dask_matches_the_inline_sequence(client, tmp_path):
         j.status is TrainingJobStatus.FAILED and "too large" in j.failure_reason for j in failed
     )
     assert job.best_training_job.objective_value == inline.best_training_job.objective_value
+
+
+def test_the_scheduler_host_is_found_from_a_client_or_its_executor(client):
+    # With report_host="0.0.0.0", the address advertised to workers is that of the interface that
+    # routes to the scheduler: both a Client and client.get_executor() must lead to it.
+    from amtlib._run import _scheduler_host
+
+    host = client.scheduler.address.split("://", 1)[1].rsplit(":", 1)[0]
+    assert _scheduler_host(client) == host
+    assert _scheduler_host(client.get_executor()) == host

@@ -6,10 +6,12 @@ tests cannot pass or fail by timing luck.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
 import pickle
+import secrets
 import shutil
 import signal
 import socket
@@ -29,12 +31,13 @@ import numpy as np
 import pytest
 
 import amtlib
-from amtlib import ContinuousParameter, Tuner, executors
+from amtlib import ContinuousParameter, Tuner
 from amtlib.errors import RemoteTaskError, TaskKilledError, ValidationError, WorkerDiedError
 from amtlib.executors import (
     InlineExecutor,
     ProcessExecutor,
-    _worker_environment,
+    _Watchdog,
+    _worker_command,
     default_executor,
     resolve_executor,
 )
@@ -144,9 +147,9 @@ def _exit_via_sys_exit() -> None:
 # ---- helpers -------------------------------------------------------------------------------------
 
 
-def _children() -> set[int]:
-    """Pids of this process's children, zombies included."""
-    me, pids = os.getpid(), set()
+def _children(parent: int | None = None) -> set[int]:
+    """Pids of the children of ``parent`` (this process by default), zombies included."""
+    me, pids = os.getpid() if parent is None else parent, set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -394,21 +397,20 @@ def test_fit_leaves_no_process_a_job_started(sleeper_pid_file: Path) -> None:
 
 
 def test_worker_whose_parent_goes_away_kills_what_its_tasks_started(sleeper_pid_file: Path) -> None:
-    # Without the parent, nobody else would kill the worker's process group. End of file on the
-    # channel is how a worker learns that its parent is gone (on Linux the kernel usually kills it
-    # first); here the parent lives on and closes the channel instead.
+    # End of file on the channel is how a worker learns that its parent is gone, where the kernel
+    # does not kill it first (see the test below for a parent that is killed); here the parent
+    # lives on and closes the channel instead.
     parent_end, child_end = socket.socketpair()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "amtlib._worker", str(child_end.fileno()), str(os.getpid())],
+        _worker_command(child_end.fileno()),
         pass_fds=(child_end.fileno(),),
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        env=_worker_environment(os.environ.get("PYTHONPATH")),
     )
     child_end.close()
     try:
         with Connection(parent_end.detach()) as conn:
-            setup = {"sys_path": sys.path, "cwd": None, "pythonpath": os.environ.get("PYTHONPATH")}
+            setup = {"sys_path": sys.path, "cwd": None}
             conn.send_bytes(pickle.dumps(setup))
             assert conn.recv_bytes() == b""  # ready
             conn.send_bytes(cloudpickle.dumps((_start_sleeper, (str(sleeper_pid_file),), {})))
@@ -419,6 +421,113 @@ def test_worker_whose_parent_goes_away_kills_what_its_tasks_started(sleeper_pid_
     finally:
         worker.kill()
         worker.wait()
+
+
+_KILLED_TUNER = """
+import os, sys, threading, time
+from amtlib.executors import ProcessExecutor
+
+def publish(path, text):
+    # Whole or not at all: the test reads the file as soon as it exists.
+    with open(path + ".tmp", "w") as file:
+        file.write(text)
+    os.replace(path + ".tmp", path)
+
+def job(out):
+    import os, subprocess, time
+    sleeper = subprocess.Popen(["sleep", "60"])
+    publish(os.path.join(out, "job"), f"{os.getpid()} {sleeper.pid}")
+    time.sleep(60)
+
+def start(out, executors):
+    executor = ProcessExecutor(1)
+    executor.submit(job, out)
+    executors.append(executor)
+
+out, how = sys.argv[1], sys.argv[2]
+executors = []
+if how == "from a thread that ended":
+    thread = threading.Thread(target=start, args=(out, executors))
+    thread.start()
+    thread.join()
+else:
+    start(out, executors)
+while not os.path.exists(os.path.join(out, "job")):
+    time.sleep(0.01)
+if how == "with a forked child":
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    publish(os.path.join(out, "fork"), str(child))
+publish(os.path.join(out, "ready"), "")
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    "how", ["from the main thread", "from a thread that ended", "with a forked child"]
+)
+def test_killed_tuner_leaves_no_process_a_job_started(tmp_path: Path, how: str) -> None:
+    # The tuner is killed: nothing of it runs. On Linux the kernel kills the worker; the watchdog
+    # must kill what the job started, at once, then exit. The pool may be used from a thread that
+    # ended since, and a child forked by the tuner holds a copy of its memory, not of the watchdog's
+    # channel.
+    script = tmp_path / "tuner.py"
+    script.write_text(_KILLED_TUNER)
+    tuner = subprocess.Popen([sys.executable, str(script), str(tmp_path), how])
+    spawned: list[int] = []
+    try:
+        assert _eventually(lambda: (tmp_path / "ready").exists() or tuner.poll() is not None, 60)
+        assert tuner.poll() is None, "the tuner script failed"
+        worker, sleeper = map(int, (tmp_path / "job").read_text().split())
+        spawned.append(sleeper)
+        if how == "with a forked child":
+            spawned.append(int((tmp_path / "fork").read_text()))
+        helpers = _children(tuner.pid) - {worker, *spawned}  # the watchdog
+        spawned += helpers
+        assert _is_running(sleeper)
+        tuner.kill()
+        tuner.wait(TIMEOUT)
+        assert _eventually(lambda: not _is_running(sleeper), timeout=5)
+        assert _eventually(lambda: not _is_running(worker), timeout=5)
+        assert len(helpers) == 1  # one watchdog per pool, which exits once its job is done
+        assert _eventually(lambda: not any(_is_running(pid) for pid in helpers), timeout=5)
+    finally:
+        tuner.kill()
+        tuner.wait()
+        for pid in spawned:
+            if _is_running(pid):  # a survivor of a failed test; a dead one's pid may be reused
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_watchdog_kills_the_groups_it_knows_only_when_its_owner_dies() -> None:
+    # Stand-ins for workers: group leaders that we do not reap, so that their ids cannot be reused.
+    leaders = [subprocess.Popen(["sleep", "60"], start_new_session=True) for _ in range(4)]
+    try:
+        orphaned = _Watchdog()
+        orphaned.start()
+        for leader in leaders[:3]:
+            orphaned.watch(leader.pid)
+        orphaned.forget(leaders[1].pid)  # a worker reaped: its group id may name another now
+        orphaned._release()  # the owner's end closes without "bye", as when the owner dies
+        assert orphaned.process is not None and orphaned.process.wait(TIMEOUT) == 0
+        assert leaders[0].wait(TIMEOUT) == -signal.SIGKILL
+        assert leaders[2].wait(TIMEOUT) == -signal.SIGKILL
+        assert leaders[1].poll() is None
+
+        stopped = _Watchdog()
+        stopped.start()
+        stopped.watch(leaders[1].pid)
+        stopped.watch(leaders[3].pid)
+        stopped.stop()  # a clean shutdown: it exits without killing
+        assert stopped.process is not None and stopped.process.returncode == 0
+        assert leaders[1].poll() is None and leaders[3].poll() is None
+    finally:
+        for leader in leaders:
+            leader.kill()
+            leader.wait()
 
 
 def test_queued_task_is_cancelled_not_killed(tmp_path: Path) -> None:
@@ -695,39 +804,91 @@ def test_workers_use_the_amtlib_the_parent_found_through_sys_path(
     assert outcome["jobs"] == [["Completed", None], ["Completed", None]], done.stderr
 
 
+def test_a_module_next_to_amtlib_does_not_shadow_the_standard_library_in_workers(
+    tmp_path: Path,
+) -> None:
+    # The parent appended the directory that holds amtlib and a user's secrets.py, after the
+    # standard library: the worker must see it there too, even while it starts (amtlib imports
+    # secrets), or the user's module replaces the standard one and report() breaks.
+    src = tmp_path / "src"
+    shutil.copytree(
+        Path(amtlib.__file__).parent, src / "amtlib", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (src / "secrets.py").write_text('API_KEY = "not the standard library"\n')
+    script = tmp_path / "notebook.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys
+            sys.path.append({str(src)!r})
+            import amtlib, secrets
+            from amtlib.executors import ProcessExecutor
+
+            def seen():
+                import secrets, sys
+                return [sys.modules["amtlib"].__file__, secrets.__file__, secrets.token_hex(2)]
+
+            with ProcessExecutor(1) as executor:
+                worker = executor.submit(seen).result()
+            print(json.dumps({{"parent": [amtlib.__file__, secrets.__file__], "worker": worker}}))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["parent"] == [str(src / "amtlib" / "__init__.py"), secrets.__file__]
+    assert outcome["worker"][:2] == outcome["parent"]
+
+
+def test_worker_command_gives_the_worker_the_parents_sys_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In the parent's order, with amtlib's directory appended when missing; entries the import
+    # system ignores are dropped, as their repr may not run in the worker.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(amtlib.__file__)))
+    probe = "print(repr(sys.path))"  # nothing to import: the made-up sys.path has no stdlib
+    for path, expected in [
+        (["/a", "", root, "/b"], ["/a", "", root, "/b"]),
+        (["/a", Path("/p"), "/b"], ["/a", "/b", root]),
+    ]:
+        monkeypatch.setattr(sys, "path", path)
+        command = _worker_command(99)
+        assert command[0] == sys.executable and command[3:] == ["99", str(os.getpid())]
+        bootstrap = command[2]
+        assert bootstrap.endswith("; from amtlib._worker import main; sys.exit(main(sys.argv[1:]))")
+        # Run everything before the import of amtlib._worker, then print the sys.path it made.
+        prefix = bootstrap.partition("; from amtlib._worker")[0]
+        shown = subprocess.run(
+            [sys.executable, "-c", f"{prefix}; {probe}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert ast.literal_eval(shown.stdout) == expected
+
+
 @pytest.mark.parametrize("pythonpath", [None, "/nonexistent/a" + os.pathsep + "/nonexistent/b"])
-def test_tasks_see_the_parents_pythonpath(
+def test_tasks_see_the_parents_environment(
     monkeypatch: pytest.MonkeyPatch, pythonpath: str | None
 ) -> None:
-    # The worker starts with amtlib's directory on PYTHONPATH, then puts the parent's value back:
-    # the processes a task starts must not inherit the change.
+    # Nothing is changed to start a worker: tasks, and the processes they start, see this one's.
+    monkeypatch.setenv("AMTLIB_TEST_VARIABLE", "kept")
     if pythonpath is None:
         monkeypatch.delenv("PYTHONPATH", raising=False)
     else:
         monkeypatch.setenv("PYTHONPATH", pythonpath)
     with ProcessExecutor(1) as executor:
-        seen = executor.submit(lambda: os.environ.get("PYTHONPATH")).result(TIMEOUT)
-    assert seen == pythonpath
-
-
-def test_worker_environment_puts_amtlibs_directory_first_on_pythonpath(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Only PYTHONPATH changes: the directory that holds the amtlib package first, then the entries
-    # already there.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(amtlib.__file__)))
-    monkeypatch.setenv("AMTLIB_TEST_VARIABLE", "kept")
-    for pythonpath, expected in [
-        (None, root),
-        ("", root),
-        (os.pathsep.join(["/a", "/b"]), os.pathsep.join([root, "/a", "/b"])),
-    ]:
-        assert _worker_environment(pythonpath) == {**os.environ, "PYTHONPATH": expected}
-    # An amtlib installed in site-packages is found without it: that directory is never put
-    # before the standard library.
-    monkeypatch.setattr(executors, "_site_packages", lambda: {root})
-    monkeypatch.setenv("PYTHONPATH", "/a")
-    assert _worker_environment("/a") == dict(os.environ)
+        seen = executor.submit(lambda: dict(os.environ)).result(TIMEOUT)
+    assert seen == dict(os.environ)
 
 
 # ---- InlineExecutor ------------------------------------------------------------------------------

@@ -117,3 +117,29 @@ def test_a_wildcard_report_host_is_not_advertised_as_loopback(monkeypatch):
         socket.inet_aton(address)  # a real IPv4 address
         assert not caught
     assert _advertised_host("127.0.0.1") is None  # a given address is dialled as given
+
+
+@pytest.mark.parametrize(
+    "address, host",
+    [
+        ("tcp://10.1.2.3:8786", "10.1.2.3"),
+        ("tls://[fe80::1]:8786", "fe80::1"),
+        ("inproc://10.1.2.3/123/1", None),  # an in-process cluster: no route to probe
+        ("", None),
+    ],
+)
+def test_the_scheduler_host_is_read_from_its_address(address, host):
+    from types import SimpleNamespace
+
+    from amtlib._run import _scheduler_host
+
+    client = SimpleNamespace(scheduler=SimpleNamespace(address=address))
+    assert _scheduler_host(client) == host
+    assert _scheduler_host(SimpleNamespace(_client=client)) == host  # client.get_executor()
+    assert _scheduler_host(None) is None
+
+
+@pytest.mark.parametrize("spelling", ["0.0.0.0", "::", "::0", "0:0::0", ""])
+def test_every_spelling_of_a_wildcard_report_host_is_advertised(spelling, monkeypatch):
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "10.9.8.7")
+    assert _advertised_host(spelling) == "10.9.8.7"

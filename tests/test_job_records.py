@@ -15,6 +15,7 @@ from amtlib import (
     TuningJob,
     ValidationError,
 )
+from amtlib.reporting import TrialStopped
 from amtlib.strategies import RandomStrategy
 
 RANGES = {"x": ContinuousParameter(0.0, 1.0)}
@@ -179,6 +180,25 @@ def test_a_job_killed_before_any_value_is_unfinished_not_failed(tmp_path, monkey
         trial = by_index[j.index]
         assert trial.unfinished is (j.status is TrainingJobStatus.STOPPED)
         assert (trial.loss is None) is trial.unfinished
+
+
+def test_a_job_that_stops_itself_before_any_value_is_not_unfinished(tmp_path, monkeypatch):
+    # TrialStopped raised by the training code itself, before any report: the configuration gave no
+    # value of its own accord, so a feasibility model may learn from it (only the tuner's own stops,
+    # a time limit or a cancellation, are "unfinished").
+    told = told_trials(monkeypatch)
+
+    def train(hp):
+        if hp["x"] > 0.5:
+            raise TrialStopped("stop", {"rule": "mine"})
+        return hp["x"]
+
+    job = make(tmp_path, train=train, strategy="Random", strategy_config={}, max_jobs=8).fit()
+    stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert stopped
+    for j in stopped:
+        (trial,) = [t for t in told if t.index == j.index]
+        assert trial.loss is None and not trial.unfinished
 
 
 def test_a_job_rerun_after_a_crash_is_judged_afresh(tmp_path):

@@ -388,6 +388,48 @@ def test_hostile_frames_are_rejected_without_reaching_decide(server, recorder, k
     assert_good_client_works(server, recorder)
 
 
+def test_refused_frames_anyone_could_send_are_logged_once_per_kind_and_signed_ones_each_time(
+    server, recorder, caplog
+):
+    """A review's 500 garbage connections made 500 warnings: frames not shown to come from a holder
+    of the secret are logged like a flood's connections (held back, and counted, for ten seconds per
+    kind); a fresh frame signed with the secret comes from a real client, and is always logged."""
+    secret = bytes.fromhex(server.register(0).secret)
+
+    def refused(request: bytes) -> None:
+        with connect(server) as sock:
+            sock.sendall(request)
+            assert_closed_without_answer(sock)  # the server has logged it, or held it back
+
+    with caplog.at_level(logging.WARNING, logger="amtlib.reporting"):
+        with connect(server) as sock:  # seq 1 and 2 accepted: a resent seq 1 is a replay
+            for seq in (1, 2):
+                sock.sendall(frame(secret, seq=seq, step=seq))
+                read_reply(sock)
+        for _ in range(5):
+            refused(HOSTILE["too short"](secret))
+            refused(HOSTILE["wrong secret"](secret))
+            refused(HOSTILE["unregistered job id"](secret))
+            refused(frame(secret, seq=1, step=1))
+        for _ in range(3):
+            refused(frame(secret, seq=3, step=0))  # signed and fresh, but malformed: a bug
+        for throttle in server._rejecting.values():
+            throttle._next = -math.inf  # as if ten seconds had passed
+        refused(HOSTILE["too short"](secret))
+    messages = [r.getMessage() for r in caplog.records if "rejected a frame" in r.getMessage()]
+
+    def logged(about: str) -> list[str]:
+        return [m for m in messages if about in m]
+
+    assert len(logged("too short")) == 2  # the first, and the next once the throttle let it
+    assert "(and 4 more like this, not logged, since the last one)" in logged("too short")[1]
+    assert len(logged("bad signature for job id 0")) == 1
+    assert len(logged("job id 12345 is not registered")) == 1
+    assert len(logged("sequence number 1 of job id 0")) == 1
+    assert len(logged("malformed report of job id 0: step 0")) == 3
+    assert [c[1] for c in recorder.calls] == [1, 2]
+
+
 def test_a_client_with_the_wrong_secret_gets_a_clear_error(server, recorder):
     channel = server.register(0)
     forged = ChannelSpec(channel.host, channel.port, channel.job_id, "11" * 32)
@@ -638,6 +680,7 @@ def test_connections_waiting_for_a_first_frame_are_capped_by_closing_the_oldest(
     recorder, monkeypatch, caplog
 ):
     monkeypatch.setattr(reporting, "_MAX_UNAUTHENTICATED", 3)
+    monkeypatch.setattr(reporting, "_FIRST_FRAME_SECONDS", 600.0)  # only the cap closes here
     with (
         caplog.at_level(logging.WARNING, logger="amtlib.reporting"),
         ReportServer(recorder) as server,
@@ -692,6 +735,164 @@ def test_a_first_frame_that_waited_on_a_slow_decide_is_still_answered(recorder, 
             assert busy.result(TIMEOUT).action is Action.CONTINUE
             assert read_reply(late)
     assert [c[:2] for c in recorder.calls] == [(1, 1), (0, 1)]
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed ``sock``; reads nothing it sent."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def test_a_replayed_frame_is_answered_but_its_connection_stays_pending(recorder, monkeypatch):
+    """Anyone who saw a client's last frame on the network can resend its bytes and get the cached
+    reply. That must not authenticate the connection: a review held 50 such connections open past
+    the cap and every deadline, after the job had ended, without the secret."""
+    monkeypatch.setattr(reporting, "_MAX_UNAUTHENTICATED", 2)
+    monkeypatch.setattr(reporting, "_SWEEP_SECONDS", 0.05)
+    monkeypatch.setattr(reporting, "_FIRST_FRAME_SECONDS", 600.0)  # until the deadline's own check
+    with ReportServer(recorder) as server, contextlib.ExitStack() as stack:
+        channel = server.register(0)
+        secret = bytes.fromhex(channel.secret)
+        sniffed = frame(secret)
+        with connect(server) as sock:  # the client's own report, seen on the network
+            sock.sendall(sniffed)
+            reply = read_reply(sock)
+        replays = []
+        for _ in range(3):  # one more than the cap
+            sock = stack.enter_context(connect(server))
+            sock.sendall(sniffed)
+            assert read_reply(sock) == reply
+            replays.append(sock)
+        assert_closed_without_answer(replays[0])  # still pending: the cap closed the oldest
+        assert_open(replays[1])
+        replays[1].sendall(sniffed)  # a second retransmission on one connection closes it
+        assert_closed_without_answer(replays[1])
+        monkeypatch.setattr(reporting, "_FIRST_FRAME_SECONDS", 0.5)
+        late = stack.enter_context(connect(server))
+        late.sendall(sniffed)
+        assert read_reply(late) == reply
+        started = time.monotonic()
+        assert_closed_without_answer(late)  # still pending: closed at its first-frame deadline
+        assert time.monotonic() - started < 5
+        with ReportClient(channel) as client:  # the job's own clients are unaffected
+            assert client.send(2, {"loss": 1.0}).action is Action.CONTINUE
+    assert [c[1] for c in recorder.calls] == [1, 2]
+
+
+def test_a_client_whose_reply_was_lost_resends_then_reconnects_if_that_connection_is_closed(
+    recorder, monkeypatch
+):
+    """The legitimate side of the above: the retransmission gets the cached reply on a connection
+    left pending, which the server may close (here to make room under the cap); the client's next
+    report reconnects, and its fresh request authenticates the new connection."""
+    monkeypatch.setattr(reporting, "_MAX_UNAUTHENTICATED", 1)
+    exchange = ReportClient._exchange
+    lost: list[bytes] = []
+
+    def lose_the_first_reply(self: ReportClient, request: bytes) -> bytes:
+        reply = exchange(self, request)
+        if not lost:  # decided and answered, but the connection broke before the reply was read
+            lost.append(reply)
+            raise ConnectionResetError("the reply was lost")
+        return reply
+
+    monkeypatch.setattr(ReportClient, "_exchange", lose_the_first_reply)
+    with ReportServer(recorder) as server, ReportClient(server.register(0)) as client:
+        assert client.send(1, {"loss": 1.0}).action is Action.CONTINUE  # resent, from the cache
+        assert lost and recorder.calls[-1][1] == 1
+        resent_on = client._sock
+        assert resent_on is not None
+        with connect(server) as newcomer:  # one more pending connection than the cap
+            wait_until(lambda: closed_by_server(resent_on))
+            assert client.send(2, {"loss": 1.0}).action is Action.CONTINUE  # reconnected
+            kept = client._sock
+            assert kept is not resent_on
+            assert_closed_without_answer(newcomer)  # pending: made room for the client's
+        assert client.send(3, {"loss": 1.0}).action is Action.CONTINUE
+        assert client._sock is kept  # authenticated by its fresh report: kept
+    assert [c[1] for c in recorder.calls] == [1, 2, 3]  # decide saw step 1 once
+
+
+def test_the_connections_of_an_unregistered_or_replaced_job_are_closed(recorder, monkeypatch):
+    monkeypatch.setattr(reporting, "_SWEEP_SECONDS", 0.05)
+    with (
+        ReportServer(recorder) as server,
+        ReportClient(server.register(0)) as ended,
+        ReportClient(server.register(1)) as replaced,
+        ReportClient(server.register(2)) as running,
+    ):
+        for client in (ended, replaced, running):
+            client.send(1, {"loss": 1.0})
+        kept = running._sock
+        server.unregister(0)
+        server.register(1)  # a new attempt: the old one's secret is no longer valid
+        for client in (ended, replaced):
+            sock = client._sock
+            assert sock is not None
+            wait_until(lambda sock=sock: closed_by_server(sock))
+        assert kept is not None and not closed_by_server(kept)
+        assert running.send(2, {"loss": 1.0}).action is Action.CONTINUE
+        assert running._sock is kept
+    assert [c[:2] for c in recorder.calls] == [(0, 1), (1, 1), (2, 1), (2, 2)]
+
+
+def _unbindable(address: str) -> str | None:
+    """Why a client socket cannot use ``address`` as its source here, or None when it can."""
+    try:
+        with socket.socket() as probe:
+            probe.bind((address, 0))
+    except OSError as exc:
+        return f"this machine cannot bind {address} ({exc}): all of 127/8 is loopback on Linux only"
+    return None
+
+
+_NO_OTHER_LOOPBACK = _unbindable("127.0.0.2") or _unbindable("127.0.0.3")
+
+
+@pytest.mark.skipif(_NO_OTHER_LOOPBACK is not None, reason=str(_NO_OTHER_LOOPBACK))
+def test_a_flood_from_one_address_closes_its_own_connections_not_a_client_elsewhere(
+    recorder, monkeypatch, caplog
+):
+    """A review had a flood of idle connections close a legitimate client's, whose frame was a
+    few milliseconds behind its handshake, as the oldest pending one: the job failed."""
+    monkeypatch.setattr(reporting, "_MAX_UNAUTHENTICATED", 2)
+    # Only the cap may close connections here, not the first-frame deadline on a loaded machine.
+    monkeypatch.setattr(reporting, "_FIRST_FRAME_SECONDS", 600.0)
+    with (
+        caplog.at_level(logging.WARNING, logger="amtlib.reporting"),
+        ReportServer(recorder) as server,
+        contextlib.ExitStack() as stack,
+    ):
+        secret = bytes.fromhex(server.register(0).secret)
+
+        def connect_from(address: str) -> socket.socket:
+            sock = stack.enter_context(socket.socket())
+            sock.bind((address, 0))
+            sock.settimeout(TIMEOUT)
+            sock.connect(server.address)
+            return sock
+
+        worker = connect_from("127.0.0.2")  # accepted first, its frame not sent yet
+        flood = [connect_from("127.0.0.3") for _ in range(3)]
+        # The second and third flood connections each found the cap full, the worker still
+        # pending: each time the oldest of the flood's made room, never the older worker's.
+        assert_closed_without_answer(flood[0])
+        assert_closed_without_answer(flood[1])
+        worker.sendall(frame(secret))
+        assert reporting._split(read_reply(worker))[2]["action"] == "continue"
+        assert_open(flood[2])
+        assert_open(worker)
+    assert [c[:2] for c in recorder.calls] == [(0, 1)]
+    warnings = [r.getMessage() for r in caplog.records if "first valid frame" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.3 holds the most of them (2, counting" in warnings[0]
 
 
 def test_accept_failures_pause_accepting_and_are_logged_once(recorder, monkeypatch, caplog):
