@@ -25,8 +25,8 @@ from amtlib.reporting import (
     Decision,
     JobContextSpec,
     TrialStopped,
-    _real,
     job_context,
+    real_number,
 )
 
 
@@ -94,7 +94,7 @@ def parse_result(result: Any, objective_metric_name: str) -> tuple[dict[str, Any
     number is what ``report()`` accepts: a real number (numpy and torch scalars and 0-d arrays
     too, not bools, not ``Decimal``) that converts to a float.
     """
-    number = _real(result)
+    number = real_number(result)
     if number is not None:
         metrics: dict[str, Any] = {objective_metric_name: number}
     elif isinstance(result, Mapping):
@@ -106,7 +106,7 @@ def parse_result(result: Any, objective_metric_name: str) -> tuple[dict[str, Any
                 "to one of those."
             )
         raw: Any = result[objective_metric_name]
-        number = _real(raw)
+        number = real_number(raw)
         if number is None:
             metrics[objective_metric_name] = None
             return metrics, (

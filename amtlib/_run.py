@@ -47,7 +47,7 @@ from amtlib.records import (
     Trial,
     json_safe,
 )
-from amtlib.reporting import Action, Decision, ReportServer, _is_unspecified
+from amtlib.reporting import Action, Decision, ReportServer, is_wildcard_host
 from amtlib.store import SQLiteStore
 from amtlib.strategies import make_strategy
 
@@ -567,7 +567,7 @@ def _advertised_host(host: str, executor: object = None) -> str | None:
     to 127.0.1.1): then the address of the interface that routes towards the Dask scheduler, or
     towards other networks. Connecting a UDP socket sends nothing; it only picks the route.
     """
-    if not _is_unspecified(host):
+    if not is_wildcard_host(host):
         return None
     try:
         address = socket.gethostbyname(socket.gethostname())

@@ -389,7 +389,7 @@ class _Throttled:
         self._next, self._held_back = now + _WARN_EVERY_SECONDS, 0
 
 
-def _is_unspecified(host: str) -> bool:
+def is_wildcard_host(host: str) -> bool:
     """True for a wildcard address: "" or 0.0.0.0 (every IPv4 interface), :: (every interface)."""
     try:
         return ipaddress.ip_address(host).is_unspecified
@@ -525,7 +525,7 @@ class ReportServer:
             # machine (the usual case) could not connect: listen on both when the platform can.
             dualstack = (
                 family == socket.AF_INET6
-                and _is_unspecified(self._host)
+                and is_wildcard_host(self._host)
                 and socket.has_dualstack_ipv6()
             )
             try:
@@ -545,7 +545,7 @@ class ReportServer:
             port = listener.getsockname()[1]
             host = self._advertise_host
             if host is None:
-                host = socket.gethostname() if _is_unspecified(self._host) else self._host
+                host = socket.gethostname() if is_wildcard_host(self._host) else self._host
             self._address = (host, port)
             self._thread = threading.Thread(
                 target=self._serve, name=f"amtlib-report-server-{port}", daemon=True
@@ -1183,7 +1183,7 @@ def _without_non_finite(
     kept: dict[str, Any] = {}
     diverged = None
     for name, value in metrics.items():
-        number = _real(value)
+        number = real_number(value)
         if number is not None and not math.isfinite(number):
             if name == objective:
                 diverged = number
@@ -1192,7 +1192,7 @@ def _without_non_finite(
     return kept, diverged
 
 
-def _real(value: Any) -> float | None:
+def real_number(value: Any) -> float | None:
     """``value`` as a float if it is a real number (NaN and infinities included), else None."""
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
         try:
@@ -1209,7 +1209,7 @@ def _real(value: Any) -> float | None:
 
 def _finite_float(value: Any) -> float | None:
     """``value`` as a finite float if it is a real number (numpy and torch scalars too), else None."""
-    number = _real(value)
+    number = real_number(value)
     return number if number is not None and math.isfinite(number) else None
 
 

@@ -638,17 +638,30 @@ def test_throughput_floor(shared: ProcessExecutor) -> None:
 # ---- scripts: __main__ functions, and a forgotten shutdown ---------------------------------------
 
 
-def _run_script(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "user_script.py"
+def _run_script(
+    directory: Path,
+    source: str,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Write ``source`` (dedented) to ``user_script.py`` in ``directory`` and run it there."""
+    script = directory / "user_script.py"
     script.write_text(textwrap.dedent(source))
     return subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
+        [python, str(script)],
+        cwd=directory,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
+
+
+def _last_json_line(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_unguarded_main_script(tmp_path: Path) -> None:
@@ -735,6 +748,15 @@ def _interpreter_without_amtlib(tmp_path: Path) -> tuple[str, dict[str, str]]:
     return python, env
 
 
+def _copy_amtlib_to(directory: Path) -> None:
+    """A copy of the amtlib package under test in ``directory`` (found only through sys.path)."""
+    shutil.copytree(
+        Path(amtlib.__file__).parent,
+        directory / "amtlib",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+
+
 @pytest.mark.parametrize("amtlib_elsewhere", ["installed", "absent"])
 def test_workers_use_the_amtlib_the_parent_found_through_sys_path(
     tmp_path: Path, amtlib_elsewhere: str
@@ -743,9 +765,7 @@ def test_workers_use_the_amtlib_the_parent_found_through_sys_path(
     # when the interpreter has another one installed (the editable install of these tests) and when
     # it has none. The training function lives in a module also found only through sys.path.
     src, lib, notebook = tmp_path / "src", tmp_path / "lib", tmp_path / "notebook"
-    shutil.copytree(
-        Path(amtlib.__file__).parent, src / "amtlib", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    _copy_amtlib_to(src)
     lib.mkdir()
     (lib / "user_train.py").write_text(
         textwrap.dedent(
@@ -765,10 +785,9 @@ def test_workers_use_the_amtlib_the_parent_found_through_sys_path(
         python, env = sys.executable, dict(os.environ)
     else:
         python, env = _interpreter_without_amtlib(notebook)
-    script = notebook / "notebook.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
+    done = _run_script(
+        notebook,
+        f"""
             import json, sys
             sys.path.insert(0, {str(src)!r})
             sys.path.append({str(lib)!r})
@@ -786,20 +805,12 @@ def test_workers_use_the_amtlib_the_parent_found_through_sys_path(
                 "parent": amtlib.__file__,
                 "jobs": [[j.status.value, j.failure_reason] for j in job.training_jobs],
             }}))
-            """
-        )
-    )
-    done = subprocess.run(
-        [python, str(script)],
-        cwd=notebook,
-        env=env,
-        capture_output=True,
-        text=True,
+            """,
+        python,
+        env,
         timeout=120,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr
-    outcome = json.loads(done.stdout.splitlines()[-1])
+    outcome = _last_json_line(done)
     assert outcome["parent"] == str(src / "amtlib" / "__init__.py")
     assert outcome["jobs"] == [["Completed", None], ["Completed", None]], done.stderr
 
@@ -811,14 +822,11 @@ def test_a_module_next_to_amtlib_does_not_shadow_the_standard_library_in_workers
     # standard library: the worker must see it there too, even while it starts (amtlib imports
     # secrets), or the user's module replaces the standard one and report() breaks.
     src = tmp_path / "src"
-    shutil.copytree(
-        Path(amtlib.__file__).parent, src / "amtlib", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    _copy_amtlib_to(src)
     (src / "secrets.py").write_text('API_KEY = "not the standard library"\n')
-    script = tmp_path / "notebook.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
+    done = _run_script(
+        tmp_path,
+        f"""
             import json, sys
             sys.path.append({str(src)!r})
             import amtlib, secrets
@@ -831,19 +839,9 @@ def test_a_module_next_to_amtlib_does_not_shadow_the_standard_library_in_workers
             with ProcessExecutor(1) as executor:
                 worker = executor.submit(seen).result()
             print(json.dumps({{"parent": [amtlib.__file__, secrets.__file__], "worker": worker}}))
-            """
-        )
+            """,
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    outcome = json.loads(done.stdout.splitlines()[-1])
+    outcome = _last_json_line(done)
     assert outcome["parent"] == [str(src / "amtlib" / "__init__.py"), secrets.__file__]
     assert outcome["worker"][:2] == outcome["parent"]
 
