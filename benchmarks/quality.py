@@ -445,6 +445,25 @@ def summary(
                 f"over at {args.evals}: what {args.parallel - 1} blind proposals cost at the least): "
                 f"{'; '.join(floors)}"
             )
+        peer_runs = collect(args.results, settings_name(args.evals, 1, "as-given"), args.problems,
+                            ["optuna-tpe", *GP_PEERS], seeds, args.evals, f_star, fingerprint,
+                            stale)  # fmt: skip
+        against = []
+        for p in checked:
+            ours = median_of(curves, p, bayes)
+            peers = {
+                m: v
+                for m in ("optuna-tpe", *GP_PEERS)
+                if (v := median_of(peer_runs, p, m)) is not None
+            }
+            if ours is not None and peers:
+                best = min(peers, key=peers.__getitem__)
+                against.append(f"{p} {_ratio(ours, peers[best]):.3g}x ({best})")
+        if against:
+            lines.append(
+                f"  context, not a target: with {args.parallel} jobs against the best peer's "
+                f"sequential median: {'; '.join(against)}"
+            )
 
     if args.parallel == 1 and args.scaling in ("auto", "linear"):
         given, auto, linear = stored(1, "as-given"), stored(1, "auto"), stored(1, "linear")

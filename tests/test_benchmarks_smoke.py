@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` under plain pytest
 
 from amtlib import ContinuousParameter, SearchSpace, Tuner
-from benchmarks.problems import PROBLEMS, get_problem
+from benchmarks.problems import HARTMANN6_ARGMIN, PROBLEMS, get_problem
 from benchmarks.runners import run, run_detailed, unavailable_reason
 from benchmarks.simulated_executor import (
     SimulatedParallelExecutor,
@@ -189,3 +189,49 @@ def test_suggestion_speed_is_timed_with_exactly_n_observations_and_one_running_j
     assert len(times) == 2 and all(t > 0 for t in times)
     # Per repeat: the running job is launched, one suggestion is told, then the timed one.
     assert seen == [(11, 0), (11, 1), (12, 1)] * 2
+
+
+def test_holdout_problems_have_their_stated_minima():
+    from benchmarks import holdout
+
+    at = {
+        "levy10": {f"x{i}": 1.0 for i in range(10)},
+        "rosenbrock4": {f"x{i}": 1.0 for i in range(4)},
+        "styblinski_tang4": {f"x{i}": -2.903534027771177 for i in range(4)},
+        "six_hump_camel": {"x0": 0.08984201368301331, "x1": -0.7126564032704135},
+        "hartmann6_in_12": {
+            **{f"x{i}": v for i, v in enumerate(HARTMANN6_ARGMIN, start=1)},
+            **{f"x{i}": 0.3 for i in range(7, 13)},
+        },
+        "boosting_toy": {
+            "n_estimators": 10,
+            "max_depth": 5,
+            "learning_rate": 1.0,
+            "subsample": 0.8,
+        },
+    }
+    for name, point in at.items():
+        problem = holdout.PROBLEMS[name]
+        SearchSpace(problem.hyperparameter_ranges).validate(point)
+        assert problem(point) == pytest.approx(problem.f_min, abs=1e-6), name
+
+
+def test_holdout_noisy_problem_is_reproducible_and_scored_without_noise():
+    from benchmarks import holdout
+
+    point = {"x0": 0.114614, "x1": 0.555649, "x2": 0.852547}
+    noisy = holdout.PROBLEMS["h3_noisy"]
+    assert noisy(point) == noisy(dict(point))  # the same noise for the same configuration
+    assert noisy(point) != pytest.approx(holdout.hartmann3(point), abs=1e-6)
+    assert holdout.hartmann3(point) == pytest.approx(noisy.f_min, abs=1e-4)
+
+
+def test_holdout_runs_are_cached_and_reported(tmp_path):
+    from benchmarks import holdout
+
+    first = holdout.run_one("six_hump_camel", "amtlib-random", 0, 4, tmp_path, "code-a")
+    assert first is not None and math.isfinite(first["score"])
+    again = holdout.run_one("six_hump_camel", "amtlib-random", 0, 4, tmp_path, "code-a")
+    assert again == first
+    text = holdout.report(tmp_path, ["six_hump_camel"], ["amtlib-random"], 1, 4)
+    assert "six_hump_camel" in text and f"{first['score']:.4g}" in text
