@@ -13,9 +13,10 @@ Usage:
 
 Each cell of the report is the median (and interquartile range) over seeds of the best value
 after ``--evals`` evaluations (for ``h3_noisy``: the noise-free value of the configuration with the
-best noisy observation, which is what a user would deploy), and the last column gives, per peer, the
-one-sided Mann-Whitney p-value that amtlib's Bayesian strategy is worse than it. Runs are cached in
-``benchmarks/results/holdout/runs/`` (amtlib runs are redone when amtlib's source changes).
+best noisy observation, which is what a user would deploy), and the last column gives, per peer,
+the one-sided Mann-Whitney p-values that amtlib's Bayesian strategy is better, and worse, than it.
+Runs are cached in ``benchmarks/results/holdout/runs/`` (amtlib runs are redone when amtlib's
+source changes).
 """
 
 from __future__ import annotations
@@ -274,7 +275,9 @@ def report(root: Path, problems: list[str], methods: list[str], seeds: int, eval
     lines = [
         f"## Held-out problems: best value after {evals} evaluations (median [IQR] over seeds)",
         "",
-        "| problem | " + " | ".join(methods) + " | p(Bayesian worse than peer) |",
+        "| problem | "
+        + " | ".join(methods)
+        + " | one-sided Mann-Whitney p: Bayesian better / worse than |",
         "|---" * (len(methods) + 2) + "|",
     ]
     for problem in problems:
@@ -296,8 +299,9 @@ def report(root: Path, problems: list[str], methods: list[str], seeds: int, eval
         tests = []
         for method, v in scores.items():
             if method != "amtlib-bayesian" and ours and len(v) > 2 and len(ours) > 2:
-                p = mannwhitneyu(ours, v, alternative="greater").pvalue
-                tests.append(f"{method} {p:.2f}")
+                better = mannwhitneyu(ours, v, alternative="less").pvalue
+                worse = mannwhitneyu(ours, v, alternative="greater").pvalue
+                tests.append(f"{method} {better:.3f} / {worse:.3f}")
         lines.append(f"| {problem} | " + " | ".join(cells) + " | " + ", ".join(tests) + " |")
     lines += [
         "",
