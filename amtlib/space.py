@@ -412,9 +412,11 @@ class IntegerParameter(_NumericParameter):
     def probabilities(self) -> np.ndarray:
         """Probability of each value under a uniform draw of the unit interval (its scale)."""
         self._check_listable()
-        edges = self._transform.to_unit(
-            np.arange(self.min_value - 0.5, self.max_value + 1.0, 1.0, dtype=float)
-        )
+        # One edge per value and one more, counted in integers: a float arange from min - 1/2
+        # miscounts near 2**53, where k - 1/2 is not a float. There neighbouring edges can round
+        # together, and a value then gets what float64 can give it (possibly nothing).
+        offsets = np.arange(self.max_value - self.min_value + 2, dtype=float)
+        edges = self._transform.to_unit(float(self.min_value) - 0.5 + offsets)
         p = np.diff(edges)
         return p / p.sum()
 

@@ -186,18 +186,26 @@ def simulate(
             row_of[index], last_step[index] = row, 0
         curve = curves[row_of[index]]
         step = last_step[index]
+        action = Action.CONTINUE
         while step < max_resource:
             step += 1
             spent += 1
             if trained is not None:
                 trained.append((index, step))
-            if hb.on_report(index, step, float(curve[step - 1])).action != Action.CONTINUE:
+            action = hb.on_report(index, step, float(curve[step - 1])).action
+            if action != Action.CONTINUE:
                 break
         last_step[index] = step
         best = min(best, float(curve[step - 1]))
         events.append((spent, best))
-        # Hyperband's tell reads the index and whether the job has a value (it always has here).
-        hb.tell(SimpleNamespace(index=index, loss=float(curve[step - 1])))
+        # Hyperband's tell reads the index, the value (there always is one here), whether the job
+        # ended paused, and whether the tuner cut it short (never here).
+        paused = action == Action.PAUSE
+        hb.tell(
+            SimpleNamespace(
+                index=index, loss=float(curve[step - 1]), paused=paused, unfinished=False
+            )
+        )
     return events
 
 

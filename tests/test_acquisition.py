@@ -305,3 +305,25 @@ def test_feasibility_weighting_penalises_failures_and_has_exact_gradients() -> N
         step[k] = h
         numeric = (weighted(points + step)[0] - weighted(points - step)[0]) / (2 * h)
         np.testing.assert_allclose(grad[:, k], numeric, rtol=1e-4, atol=1e-4)
+
+
+def test_exclusion_compares_canonical_points_when_given():
+    # A 1-D "range" holding two values: every point below 0.5 is the configuration at 0, every
+    # other the one at 1. With 0 excluded, no point below 0.5 may come back, however good.
+    def value(X, return_grad=False):
+        v = -X[:, 0]  # best at 0
+        return v, (-np.ones_like(X) if return_grad else None)
+
+    def canonical(x):
+        return np.where(x < 0.5, 0.0, 1.0)
+
+    rng = np.random.default_rng(0)
+    found = maximize_acquisition(
+        value, lambda r, n: r.random((n, 1)), [True], lambda Z: Z, rng, exclude=np.zeros((1, 1)),
+        canonical=canonical,
+    )  # fmt: skip
+    assert found is not None and found[0][0] >= 0.5
+    plain = maximize_acquisition(
+        value, lambda r, n: r.random((n, 1)), [True], lambda Z: Z, rng, exclude=np.zeros((1, 1))
+    )
+    assert plain is not None and plain[0][0] < 0.5  # without it, only the exact point is excluded

@@ -318,3 +318,23 @@ def test_a_small_window_below_a_plateau_is_found():
         asked = drive(strategy, window, 30)
         found += any(window(p) < 1.0 for p in asked)
     assert found >= 7
+
+
+def test_a_range_holding_few_floats_never_repeats_a_configuration():
+    # [1e6, 1e6 + 1e-9] holds only 9 floats: distinct points of the unit cube decode to the same
+    # value, so comparing cube points let the same configuration through again and again.
+    job = Tuner(
+        lambda hp: (hp["c"] == "a") + (hp["x"] - 1e6) * 1e9,
+        hyperparameter_ranges={
+            "x": ContinuousParameter(1e6, 1e6 + 1e-9, "Linear"),
+            "c": CategoricalParameter(["a", "b"]),
+        },
+        objective_type="Minimize",
+        strategy="Bayesian",
+        max_jobs=12,
+        random_seed=0,
+        store=":memory:",
+        executor="inline",
+    ).fit(progress=False)
+    configs = [(j.hyperparameters["x"], j.hyperparameters["c"]) for j in job.training_jobs]
+    assert len(configs) == 12 and len(set(configs)) == len(configs)

@@ -70,7 +70,51 @@ def test_pooled_promotion_counts_every_bracket():
     assert strategy.on_report(ones[1], 3, 0.9).action is Action.PAUSE
     strategy.jobs[zero].paused_at = None  # as if the tuner had resumed it
     assert strategy.on_report(zero, 3, 0.4).action is Action.PAUSE
+    for index, value in ((ones[0], 0.2), (ones[1], 0.9), (zero, 0.4)):
+        tell_paused(strategy, index, value)
     assert strategy.promote() == ones[0]  # the best at level 3, whatever its bracket
+    assert strategy.promote() is None
+
+
+def launch(strategy: HyperbandStrategy) -> int:
+    """Launch one job; its index."""
+    assert strategy.ask(1)
+    return strategy.n_asked - 1
+
+
+def tell_paused(strategy: HyperbandStrategy, index: int, value: float) -> None:
+    """The tuner's record of a job's attempt that ended paused."""
+    hp = strategy.jobs[index].hyperparameters
+    strategy.tell(Trial(index, hp, TrainingJobStatus.STOPPED, value, paused=True))
+
+
+def test_a_job_is_promoted_only_once_its_paused_attempt_has_ended():
+    # With parallel jobs a slot can free between the decision to pause a job and the end of that
+    # job's attempt: promoting it then would run it twice at once.
+    strategy = HyperbandStrategy(
+        SPACE, seed=0, config={"max_resource": 9, "mode": "promotion", "brackets": 1}
+    )
+    jobs = [launch(strategy) for _ in range(3)]
+    for index, value in zip(jobs, (0.1, 0.5, 0.9), strict=True):
+        assert strategy.on_report(index, 1, value).action is Action.PAUSE
+    assert strategy.promote() is None  # the best, jobs[0], is still pausing
+    tell_paused(strategy, jobs[1], 0.5)
+    assert strategy.promote() is None  # jobs[1] has ended paused but is not among the best
+    tell_paused(strategy, jobs[0], 0.1)
+    assert strategy.promote() == jobs[0]
+
+
+def test_a_job_told_to_pause_that_completes_instead_is_never_promoted():
+    strategy = HyperbandStrategy(
+        SPACE, seed=0, config={"max_resource": 9, "mode": "promotion", "brackets": 1}
+    )
+    jobs = [launch(strategy) for _ in range(3)]
+    for index, value in zip(jobs, (0.1, 0.5, 0.9), strict=True):
+        assert strategy.on_report(index, 1, value).action is Action.PAUSE
+    # The training function caught TrialStopped and finished its run anyway.
+    hp = strategy.jobs[jobs[0]].hyperparameters
+    strategy.tell(Trial(jobs[0], hp, TrainingJobStatus.COMPLETED, 0.05))
+    assert strategy.jobs[jobs[0]].finished and strategy.jobs[jobs[0]].paused_at is None
     assert strategy.promote() is None
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from amtlib import (
     ContinuousParameter,
+    IntegerParameter,
     ObjectiveStatus,
     TrainingJobStatus,
     Tuner,
@@ -171,6 +172,32 @@ def test_promotion_resumes_from_the_checkpoint_without_recounting_epochs(tmp_pat
         assert pauses and resumes and resumes[0]["step"] == pauses[0]["rung"]
     total = sum(len(j.reports) for j in job.training_jobs)
     assert job.describe()["AmtlibDetails"]["ConsumedSteps"] == total
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread"])
+def test_a_paused_job_is_not_resumed_before_its_paused_attempt_is_recorded(tmp_path, executor):
+    # Two configurations, two slots: both pause at the first rung, and once no new configuration
+    # is left the better one is promoted. Its paused attempt must be recorded first; the wrong
+    # order (which wait() gave at random) recorded a finished job as Stopped at an old value.
+    for run in range(5):
+        job = make(
+            tmp_path,
+            train=obj.integer_curve,
+            hyperparameter_ranges={"x": IntegerParameter(1, 2)},
+            strategy="Hyperband",
+            strategy_config={"max_resource": 9, "mode": "promotion", "brackets": 1},
+            static_hyperparameters={"epochs": 9},
+            max_jobs=2,
+            max_parallel_jobs=2,
+            executor=executor,
+            job_name=f"run{run}",
+        ).fit()
+        for j in job.training_jobs:
+            assert [r.step for r in j.reports] == list(range(1, 10)), j.name
+            assert j.status is TrainingJobStatus.COMPLETED, j.history
+            assert j.objective_value == pytest.approx(j.hyperparameters["x"] + 1 / 9)
+            events = [e["event"] for e in j.history if e["event"] in ("paused", "promoted")]
+            assert events == ["paused", "promoted"] * (len(events) // 2), events
 
 
 def test_model_based_hyperband_runs_and_proposes_valid_configurations(tmp_path):

@@ -333,3 +333,15 @@ def test_ranges_and_spaces_survive_pickling():
         again = pickle.loads(dumps(space))
         assert again == space and again.ranges["k"] == IntegerParameter(1, 8)
         assert pickle.loads(dumps(space.ranges["c"])).values() == ["a", 1, True]
+
+
+@pytest.mark.parametrize(
+    "low,high", [(2**53 - 3, 2**53), (-(2**53), -(2**53) + 3), (2**53 - 1, 2**53)]
+)
+def test_integer_probabilities_have_one_entry_per_value_next_to_2_53(low, high):
+    # A float arange from low - 1/2 miscounted there (k - 1/2 is not a float), and Random then
+    # crashed zipping the values with their probabilities.
+    p = IntegerParameter(low, high, scaling_type="Linear")
+    probabilities = p.probabilities()
+    assert len(probabilities) == len(p.values()) == high - low + 1
+    assert np.all(probabilities >= 0) and probabilities.sum() == pytest.approx(1.0)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from amtlib import MedianStopper, ValidationError
+from amtlib.records import TrainingJobStatus, Trial
 from amtlib.reporting import Action
 from amtlib.space import ContinuousParameter, SearchSpace
 from amtlib.strategies.hyperband import (
@@ -188,16 +189,25 @@ def test_the_last_bracket_runs_every_job_to_max_resource():
             assert strategy.on_report(j, step, 10.0 + j).action is Action.CONTINUE
 
 
+def ended_paused(strategy: HyperbandStrategy, index: int, value: float) -> None:
+    """The tuner's record of an attempt that ended paused (only then may the job be promoted)."""
+    hp = strategy.jobs[index].hyperparameters
+    strategy.tell(Trial(index, hp, TrainingJobStatus.STOPPED, value, paused=True))
+
+
 def test_promotion_mode_pauses_then_promotes_when_earned():
     strategy = hyperband(mode="promotion")
     jobs = in_bracket(strategy, 0, 3)
     # One value at the rung: floor(1/3) = 0 promotions allowed -> pause.
     assert strategy.on_report(jobs[0], 1, 0.2).action is Action.PAUSE
+    ended_paused(strategy, jobs[0], 0.2)
     assert strategy.promote() is None
     assert strategy.on_report(jobs[1], 1, 0.9).action is Action.PAUSE
+    ended_paused(strategy, jobs[1], 0.9)
     # Third value: one promotion allowed; the new job is not the best (0.2 is) -> it pauses too,
     # and the paused best job is promoted when a slot frees.
     assert strategy.on_report(jobs[2], 1, 0.5).action is Action.PAUSE
+    ended_paused(strategy, jobs[2], 0.5)
     assert strategy.promote() == jobs[0]
     assert strategy.promote() is None  # only one of three moves up
     # The promoted job continues to the next rung (3), where it is alone: pause again.
@@ -210,6 +220,7 @@ def test_promotion_mode_continues_a_job_at_once_when_it_earns_it():
     jobs = in_bracket(strategy, 0, 4)
     for j, v in zip(jobs[:3], [0.5, 0.6, 0.7], strict=True):
         strategy.on_report(j, 1, v)
+        ended_paused(strategy, j, v)
     # 0.5 earned the first promotion; promote it, then a 4th, better job arrives: 4 values allow
     # floor(4/3) = 1 promotion, already used -> it pauses and waits for more jobs.
     assert strategy.promote() == jobs[0]

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from amtlib import CategoricalParameter, ContinuousParameter, IntegerParameter, SearchSpace
+from amtlib import CategoricalParameter, ContinuousParameter, IntegerParameter, SearchSpace, Tuner
 from amtlib.records import TrainingJobStatus, Trial
 from amtlib.strategies import STRATEGIES, GridStrategy, RandomStrategy, make_strategy
 
@@ -187,3 +187,19 @@ def test_grid_refuses_a_continuous_range_with_the_fix():
     space = SearchSpace({"lr": ContinuousParameter(0, 1), "k": IntegerParameter(1, 2)})
     with pytest.raises(ValueError, match=r"'lr'.*Grid.*CategoricalParameter"):
         GridStrategy(space, seed=0)
+
+
+def test_random_exhausts_a_finite_space_with_integers_next_to_2_53():
+    big = IntegerParameter(2**53 - 3, 2**53, scaling_type="Linear")
+    labels = CategoricalParameter([f"v{i}" for i in range(30)])
+    job = Tuner(
+        lambda hp: 0.0,
+        hyperparameter_ranges={"big": big, "c": labels},
+        strategy="Random",
+        max_jobs=120,
+        random_seed=0,
+        store=":memory:",
+        executor="inline",
+    ).fit(progress=False)
+    configs = {(j.hyperparameters["big"], j.hyperparameters["c"]) for j in job.training_jobs}
+    assert len(configs) == len(job.training_jobs) == 120  # every configuration, none twice

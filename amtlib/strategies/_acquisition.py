@@ -226,6 +226,7 @@ def maximize_acquisition(
     exclude: ArrayLike | set[tuple[float, ...]] | None = None,
     anchors: ArrayLike | None = None,
     x_scale: ArrayLike | None = None,
+    canonical: Callable[[FloatArray], FloatArray] | None = None,
     n_candidates: int = 1024,
     n_refine: int = 5,
     maxiter: int = 50,
@@ -250,6 +251,9 @@ def maximize_acquisition(
             ``(e, d)`` or a set of ``d``-tuples. Points are compared after rounding to 9 decimals.
         anchors: Points to search around, ``(a, d)``, e.g. the best observed ones.
         x_scale: Positive per-dimension scales, ``(d,)``: L-BFGS-B works on ``x / x_scale``.
+        canonical: Maps a point ``(d,)`` to the one ``exclude`` would hold for the same
+            configuration (e.g. encode after decode), for the comparison only: distinct points of
+            a continuous range can decode to the same value when the range holds few floats.
         n_candidates: Size of the space-filling candidate set.
         n_refine: Number of candidates refined by L-BFGS-B.
         maxiter: L-BFGS-B iterations.
@@ -286,10 +290,10 @@ def maximize_acquisition(
             candidates = np.vstack([candidates, refined])
             values = np.concatenate([values, _safe_values(acquisition, refined)])
 
-        found = _best_allowed(candidates, values, excluded)
+        found = _best_allowed(candidates, values, excluded, canonical)
         if found is None and excluded:
             more = _checked_sample(sample, rng, 4 * n_candidates, d)
-            found = _best_allowed(more, _safe_values(acquisition, more), excluded)
+            found = _best_allowed(more, _safe_values(acquisition, more), excluded, canonical)
         return found
 
 
@@ -363,9 +367,15 @@ def _refine(
 
 
 def _best_allowed(
-    X: FloatArray, values: FloatArray, excluded: set[bytes]
+    X: FloatArray,
+    values: FloatArray,
+    excluded: set[bytes],
+    canonical: Callable[[FloatArray], FloatArray] | None = None,
 ) -> tuple[FloatArray, float] | None:
     for i in np.argsort(-values, kind="stable"):
-        if not excluded or _keys(X[i : i + 1])[0] not in excluded:
+        if not excluded:
+            return X[i].copy(), float(values[i])
+        point = X[i] if canonical is None else np.asarray(canonical(X[i]), dtype=float)
+        if _keys(point.reshape(1, -1))[0] not in excluded:
             return X[i].copy(), float(values[i])
     return None

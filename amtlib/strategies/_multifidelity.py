@@ -259,6 +259,7 @@ class MultiFidelityGP:
             exclude=exclude,
             anchors=anchors,
             x_scale=fitted.hyperparameters.lengthscales,
+            canonical=lambda x: np.append(self.space.encode(self.space.decode(x[:d])), x[d]),
             n_candidates=self.n_candidates,
             maxiter=_REFINE_ITERATIONS,
         )

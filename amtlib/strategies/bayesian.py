@@ -365,6 +365,7 @@ class BayesianStrategy(Strategy):
             exclude=exclude,
             anchors=anchors,
             x_scale=fitted.hyperparameters.lengthscales,
+            canonical=lambda x: space.encode(space.decode(x)),
             n_candidates=self.n_candidates,
             maxiter=_REFINE_ITERATIONS,
         )

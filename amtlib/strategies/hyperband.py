@@ -310,6 +310,9 @@ class _Job:
     at_level: dict[int, float] = field(default_factory=dict)
     last_step: int = 0
     paused_at: int | None = None
+    # Told to pause, but its attempt has not ended yet: it may not be promoted until it has (the
+    # same job would otherwise run twice at once, and the paused attempt's record land last).
+    pausing: bool = False
     finished: bool = False
     failed: bool = False  # the configuration failed (an exception, a NaN), not killed by the tuner
 
@@ -515,6 +518,7 @@ class HyperbandStrategy(Strategy):
             self.promoted.setdefault((system, level), set()).add(index)
             return Decision(Action.CONTINUE, {**reason, "promoted": True})
         job.paused_at = level
+        job.pausing = True
         return Decision(Action.PAUSE, reason)
 
     def _promotable(self, system: int, level: int, index: int) -> bool:
@@ -542,8 +546,10 @@ class HyperbandStrategy(Strategy):
                 rung = self.rungs[system].get(level, {})
                 for index in sorted(rung, key=lambda j: (rung[j], j)):
                     job = self.jobs[index]
-                    if job.paused_at == level and (
-                        no_newcomers or self._promotable(system, level, index)
+                    if (
+                        job.paused_at == level
+                        and not job.pausing
+                        and (no_newcomers or self._promotable(system, level, index))
                     ):
                         self.promoted.setdefault((system, level), set()).add(index)
                         job.paused_at = None
@@ -555,9 +561,13 @@ class HyperbandStrategy(Strategy):
         job = self.jobs.get(trial.index)
         if job is None:
             return
-        if job.paused_at is None:
-            job.finished = True
-            job.failed = trial.loss is None and not trial.unfinished
+        job.pausing = False
+        if trial.paused:
+            return  # now resumable from its checkpoint
+        # Ended (a job told to pause may still complete, fail or stop instead): never promoted.
+        job.paused_at = None
+        job.finished = True
+        job.failed = trial.loss is None and not trial.unfinished
 
     def restore(self, trials: Sequence[Trial]) -> None:
         """Replay launches, then each job's reported values in launch order (rungs rebuilt).
