@@ -47,6 +47,9 @@ class JobSpec:
     checkpoint_dir: str | None = None
     resume_step: int = 0
     tuner_pid: int = field(default_factory=os.getpid)  # where a real Ctrl-C can land
+    # A resumed job's last reported metrics before this attempt: its objective if it returns
+    # nothing (or no objective) without reporting again.
+    reported: dict[str, Any] = field(default_factory=dict)
 
 
 def _may_be_ctrl_c(spec: JobSpec) -> bool:
@@ -183,7 +186,7 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
                 status=TrainingJobStatus.FAILED,
                 objective_status=ObjectiveStatus.FAILED,
                 objective_value=None,
-                metrics=last_reported(job.reports),
+                metrics={**spec.reported, **last_reported(job.reports)},
                 failure_reason=f"{type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc(),
                 start_time=start,
@@ -191,21 +194,20 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
                 reports=job.reports,
             )
         reports, decision = job.reports, job.decision
+    last = {**spec.reported, **last_reported(reports)}
     if stopped is not None and decision is None:  # raised by the function itself, not a report
         decision = Decision(stopped.action, stopped.reason)
     diverged = decision is not None and (decision.reason or {}).get("rule") == "not_finite"
     problem: str | None
     if diverged:  # report() met a NaN or infinite objective: no value, whatever is returned
         assert decision is not None and decision.reason is not None
-        metrics = {**last_reported(reports), spec.objective_metric_name: None}
+        metrics = {**last, spec.objective_metric_name: None}
         problem = (
             f"the objective metric {spec.objective_metric_name!r} was {decision.reason['value']} at "
             f"step {decision.reason['step']} (the training diverged), so the job was stopped there."
         )
     else:
-        result = _with_reported(
-            result, last_reported(reports), spec.objective_metric_name, decision
-        )
+        result = _with_reported(result, last, spec.objective_metric_name, decision)
         metrics, problem = parse_result(result, spec.objective_metric_name)
     action = decision.action if decision else None
     reason = decision.reason if decision else None

@@ -227,6 +227,7 @@ class Run:
                 channel,
                 self.checkpoint_dir(job),
                 resume_step,
+                reported=last_reported(job.reports) if resume_step else {},
             )
             self.running[self.executor.submit(run_training_job, spec)] = job.index
 
@@ -390,6 +391,11 @@ class Run:
     ) -> Decision:
         """Record one report of a running job and decide whether it goes on."""
         with self.lock:
+            job = self.jobs[index]
+            if job.status is not TrainingJobStatus.IN_PROGRESS:
+                # Settled while this report waited for the lock (killed at the time limit): its
+                # record is final, so the report is neither stored nor shown to the strategy.
+                return Decision(Action.STOP, {"rule": "tuner", "why": "the job has ended"})
             decision = Decision()
             value = metrics.get(self.metric)
             if index in self.to_stop:
@@ -403,7 +409,6 @@ class Run:
                     others = {j: c for j, c in self.curves.items() if j != index}
                     decision = self.tuner.early_stopper.decide(step, loss, others)
                 decision = self.in_metric_units(decision)
-            job = self.jobs[index]
             report = Report(
                 step,
                 metrics,

@@ -104,6 +104,26 @@ def test_a_job_is_promoted_only_once_its_paused_attempt_has_ended():
     assert strategy.promote() == jobs[0]
 
 
+def test_jobs_paused_before_a_resume_can_be_promoted_after_it():
+    # restore replays each pause through on_report; the attempts have all ended, so none may be
+    # left waiting for a record that will never come.
+    config = {"max_resource": 9, "mode": "promotion", "brackets": 1}
+    first = HyperbandStrategy(SPACE, seed=0, config=config)
+    jobs = [launch(first) for _ in range(3)]
+    trials = []
+    for index, value in zip(jobs, (0.1, 0.5, 0.9), strict=True):
+        assert first.on_report(index, 1, value).action is Action.PAUSE
+        hp = first.jobs[index].hyperparameters
+        trials.append(
+            Trial(
+                index, hp, TrainingJobStatus.STOPPED, value, intermediate=((1, value),), paused=True
+            )
+        )
+    again = HyperbandStrategy(SPACE, seed=0, config=config)
+    again.restore(trials)
+    assert again.promote() == jobs[0]
+
+
 def test_a_job_told_to_pause_that_completes_instead_is_never_promoted():
     strategy = HyperbandStrategy(
         SPACE, seed=0, config={"max_resource": 9, "mode": "promotion", "brackets": 1}

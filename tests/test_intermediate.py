@@ -278,3 +278,45 @@ def test_promotion_with_an_in_memory_store_leaves_no_checkpoint_folder(tmp_path)
         static_hyperparameters={"epochs": 3},
     ).fit()
     assert set(glob.glob(pattern)) == before
+
+
+def test_a_report_arriving_after_its_job_was_settled_is_not_stored(tmp_path):
+    # A report can wait for the run's lock while the time limit kills and settles its job; once it
+    # gets the lock the job's record is final: storing it would leave a last report that is not
+    # the objective, and show the strategy a job it was already told had ended.
+    import time
+
+    from amtlib._run import Run
+    from amtlib.reporting import Action
+    from amtlib.store import SQLiteStore
+
+    tuner = make(tmp_path, train=obj.curve, max_jobs=1)
+    tuner.fit()
+    before = TuningJob.load("m", str(tmp_path / "s.db")).training_jobs[0]
+    run = Run(tuner, SQLiteStore(str(tmp_path / "s.db")), progress=False)
+    decision = run.on_report(0, 99, {"loss": -1.0}, time.time())
+    assert decision.action is Action.STOP and decision.reason["rule"] == "tuner"
+    after = TuningJob.load("m", str(tmp_path / "s.db")).training_jobs[0]
+    assert after.reports == before.reports and after.objective_value == before.objective_value
+
+
+@pytest.mark.parametrize("executor", ["inline", "process"])
+def test_a_resumed_job_that_returns_nothing_keeps_its_last_reported_objective(tmp_path, executor):
+    # The worker sees only this attempt's reports; the value reported before the pause is the
+    # latest one, and so the objective (AMT's rule), not a failure to return one.
+    job = make(
+        tmp_path,
+        train=obj.done_when_resumed,
+        hyperparameter_ranges={"x": IntegerParameter(1, 6)},
+        strategy="Hyperband",
+        strategy_config={"max_resource": 9, "mode": "promotion", "brackets": 1},
+        static_hyperparameters={"epochs": 9},
+        max_jobs=6,
+        max_parallel_jobs=2,
+        executor=executor,
+    ).fit()
+    resumed = [j for j in job.training_jobs if any(e["event"] == "promoted" for e in j.history)]
+    assert resumed
+    for j in job.training_jobs:
+        assert j.objective_status is ObjectiveStatus.SUCCEEDED, j.failure_reason
+        assert j.objective_value == j.reports[-1].metrics["loss"]

@@ -586,6 +586,7 @@ class HyperbandStrategy(Strategy):
             job = self.jobs[trial.index]
             levels = [level for level in job.values if level < self.max_resource]
             job.paused_at = max(levels) if trial.paused and levels else None
+            job.pausing = False  # every recorded attempt has ended: a paused job is promotable
             job.finished = trial.status.is_finished() and not trial.paused
             job.failed = job.finished and trial.loss is None and not trial.unfinished
 
