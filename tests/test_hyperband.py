@@ -82,21 +82,34 @@ def launch(strategy: HyperbandStrategy) -> int:
     return strategy.n_asked - 1
 
 
-def tell_paused(strategy: HyperbandStrategy, index: int, value: float) -> None:
-    """The tuner's record of a job's attempt that ended paused."""
+def paused_trial(strategy: HyperbandStrategy, index: int, value: float) -> Trial:
+    """The tuner's record of an attempt that ended paused at ``value`` (reported at step 1)."""
     hp = strategy.jobs[index].hyperparameters
-    strategy.tell(Trial(index, hp, TrainingJobStatus.STOPPED, value, paused=True))
+    return Trial(
+        index, hp, TrainingJobStatus.STOPPED, value, intermediate=((1, value),), paused=True
+    )
+
+
+def tell_paused(strategy: HyperbandStrategy, index: int, value: float) -> None:
+    strategy.tell(paused_trial(strategy, index, value))
+
+
+PROMOTION = {"max_resource": 9, "mode": "promotion", "brackets": 1}
+
+
+def paused_at_first_rung(values: tuple[float, ...]) -> tuple[HyperbandStrategy, list[int]]:
+    """A promotion-mode strategy with one job per value, each told to pause at the first rung."""
+    strategy = HyperbandStrategy(SPACE, seed=0, config=PROMOTION)
+    jobs = [launch(strategy) for _ in values]
+    for index, value in zip(jobs, values, strict=True):
+        assert strategy.on_report(index, 1, value).action is Action.PAUSE
+    return strategy, jobs
 
 
 def test_a_job_is_promoted_only_once_its_paused_attempt_has_ended():
     # With parallel jobs a slot can free between the decision to pause a job and the end of that
     # job's attempt: promoting it then would run it twice at once.
-    strategy = HyperbandStrategy(
-        SPACE, seed=0, config={"max_resource": 9, "mode": "promotion", "brackets": 1}
-    )
-    jobs = [launch(strategy) for _ in range(3)]
-    for index, value in zip(jobs, (0.1, 0.5, 0.9), strict=True):
-        assert strategy.on_report(index, 1, value).action is Action.PAUSE
+    strategy, jobs = paused_at_first_rung((0.1, 0.5, 0.9))
     assert strategy.promote() is None  # the best, jobs[0], is still pausing
     tell_paused(strategy, jobs[1], 0.5)
     assert strategy.promote() is None  # jobs[1] has ended paused but is not among the best
@@ -107,30 +120,15 @@ def test_a_job_is_promoted_only_once_its_paused_attempt_has_ended():
 def test_jobs_paused_before_a_resume_can_be_promoted_after_it():
     # restore replays each pause through on_report; the attempts have all ended, so none may be
     # left waiting for a record that will never come.
-    config = {"max_resource": 9, "mode": "promotion", "brackets": 1}
-    first = HyperbandStrategy(SPACE, seed=0, config=config)
-    jobs = [launch(first) for _ in range(3)]
-    trials = []
-    for index, value in zip(jobs, (0.1, 0.5, 0.9), strict=True):
-        assert first.on_report(index, 1, value).action is Action.PAUSE
-        hp = first.jobs[index].hyperparameters
-        trials.append(
-            Trial(
-                index, hp, TrainingJobStatus.STOPPED, value, intermediate=((1, value),), paused=True
-            )
-        )
-    again = HyperbandStrategy(SPACE, seed=0, config=config)
-    again.restore(trials)
+    values = (0.1, 0.5, 0.9)
+    first, jobs = paused_at_first_rung(values)
+    again = HyperbandStrategy(SPACE, seed=0, config=PROMOTION)
+    again.restore([paused_trial(first, j, v) for j, v in zip(jobs, values, strict=True)])
     assert again.promote() == jobs[0]
 
 
 def test_a_job_told_to_pause_that_completes_instead_is_never_promoted():
-    strategy = HyperbandStrategy(
-        SPACE, seed=0, config={"max_resource": 9, "mode": "promotion", "brackets": 1}
-    )
-    jobs = [launch(strategy) for _ in range(3)]
-    for index, value in zip(jobs, (0.1, 0.5, 0.9), strict=True):
-        assert strategy.on_report(index, 1, value).action is Action.PAUSE
+    strategy, jobs = paused_at_first_rung((0.1, 0.5, 0.9))
     # The training function caught TrialStopped and finished its run anyway.
     hp = strategy.jobs[jobs[0]].hyperparameters
     strategy.tell(Trial(jobs[0], hp, TrainingJobStatus.COMPLETED, 0.05))

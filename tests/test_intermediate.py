@@ -174,24 +174,29 @@ def test_promotion_resumes_from_the_checkpoint_without_recounting_epochs(tmp_pat
     assert job.describe()["AmtlibDetails"]["ConsumedSteps"] == total
 
 
+def promoting(tmp_path, train, n, executor, **kw):
+    """Promotion-mode ASHA over the n configurations x = 1..n, one job each, two at a time."""
+    return make(
+        tmp_path,
+        train=train,
+        hyperparameter_ranges={"x": IntegerParameter(1, n)},
+        strategy="Hyperband",
+        strategy_config={"max_resource": 9, "mode": "promotion", "brackets": 1},
+        static_hyperparameters={"epochs": 9},
+        max_jobs=n,
+        max_parallel_jobs=2,
+        executor=executor,
+        **kw,
+    )
+
+
 @pytest.mark.parametrize("executor", ["inline", "thread"])
 def test_a_paused_job_is_not_resumed_before_its_paused_attempt_is_recorded(tmp_path, executor):
     # Two configurations, two slots: both pause at the first rung, and once no new configuration
     # is left the better one is promoted. Its paused attempt must be recorded first; the wrong
     # order (which wait() gave at random) recorded a finished job as Stopped at an old value.
     for run in range(5):
-        job = make(
-            tmp_path,
-            train=obj.integer_curve,
-            hyperparameter_ranges={"x": IntegerParameter(1, 2)},
-            strategy="Hyperband",
-            strategy_config={"max_resource": 9, "mode": "promotion", "brackets": 1},
-            static_hyperparameters={"epochs": 9},
-            max_jobs=2,
-            max_parallel_jobs=2,
-            executor=executor,
-            job_name=f"run{run}",
-        ).fit()
+        job = promoting(tmp_path, obj.integer_curve, 2, executor, job_name=f"run{run}").fit()
         for j in job.training_jobs:
             assert [r.step for r in j.reports] == list(range(1, 10)), j.name
             assert j.status is TrainingJobStatus.COMPLETED, j.history
@@ -304,17 +309,7 @@ def test_a_report_arriving_after_its_job_was_settled_is_not_stored(tmp_path):
 def test_a_resumed_job_that_returns_nothing_keeps_its_last_reported_objective(tmp_path, executor):
     # The worker sees only this attempt's reports; the value reported before the pause is the
     # latest one, and so the objective (AMT's rule), not a failure to return one.
-    job = make(
-        tmp_path,
-        train=obj.done_when_resumed,
-        hyperparameter_ranges={"x": IntegerParameter(1, 6)},
-        strategy="Hyperband",
-        strategy_config={"max_resource": 9, "mode": "promotion", "brackets": 1},
-        static_hyperparameters={"epochs": 9},
-        max_jobs=6,
-        max_parallel_jobs=2,
-        executor=executor,
-    ).fit()
+    job = promoting(tmp_path, obj.done_when_resumed, 6, executor).fit()
     resumed = [j for j in job.training_jobs if any(e["event"] == "promoted" for e in j.history)]
     assert resumed
     for j in job.training_jobs:
