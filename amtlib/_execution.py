@@ -8,11 +8,14 @@ function) reaches the tuner as an exception on the future.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +53,51 @@ class JobSpec:
     # A resumed job's last reported metrics before this attempt: its objective if it returns
     # nothing (or no objective) without reporting again.
     reported: dict[str, Any] = field(default_factory=dict)
+    # The tuner's main script, for the tracebacks of functions shipped by value (_with_source_file).
+    main_file: str | None = field(default_factory=lambda: _main_file())
+
+
+def _main_file() -> str | None:
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return os.path.abspath(path) if isinstance(path, str) else None
+
+
+# What cloudpickle (>= 3.1) names the file of the code of a function it ships by value.
+_SHIPPED_CODE = "<dynamic-code>"
+
+
+def _with_source_file(function: Any, main_file: str | None) -> Any:
+    """``function`` with the code of the tuner's ``__main__`` functions given back their file.
+
+    cloudpickle ships functions defined in the main script by value, and names their code's file
+    ``"<dynamic-code>"``: a traceback from a worker process then has neither the file nor the
+    lines of the user's script. This renames the code of ``function`` and of the ``__main__``
+    functions it reaches through its globals and closure, in this (worker's) copy only.
+    """
+    if main_file is None:
+        return function
+    seen: set[int] = set()
+    pending = [function]
+    while pending:
+        f = pending.pop()
+        if not isinstance(f, types.FunctionType) or id(f) in seen:
+            continue
+        seen.add(id(f))
+        if f.__module__ != "__main__" or f.__code__.co_filename != _SHIPPED_CODE:
+            continue
+        f.__code__ = _renamed(f.__code__, main_file)
+        pending.extend(f.__globals__.values())
+        for cell in f.__closure__ or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                pending.append(cell.cell_contents)
+    return function
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(
+        _renamed(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def _may_be_ctrl_c(spec: JobSpec) -> bool:
@@ -176,7 +224,8 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
     stopped: TrialStopped | None = None
     with job_context(context) as job:
         try:
-            result = spec.function(dict(spec.hyperparameters))
+            function = _with_source_file(spec.function, spec.main_file)
+            result = function(dict(spec.hyperparameters))
         except TrialStopped as exc:
             stopped = exc
         except (Exception, SystemExit, GeneratorExit, KeyboardInterrupt) as exc:
@@ -209,6 +258,14 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
     else:
         result = _with_reported(result, last, spec.objective_metric_name, decision)
         metrics, problem = parse_result(result, spec.objective_metric_name)
+        if result is None and last:  # it reported metrics, never the objective, returned nothing
+            metrics = dict(last)
+            problem = (
+                f"the training function returned nothing and reported metrics {sorted(last)} but "
+                f"never the objective metric {spec.objective_metric_name!r}. Fix: report it "
+                f"(amtlib.report(**{{{spec.objective_metric_name!r}: value}})) or return it, or "
+                "set objective_metric_name to one of those."
+            )
     action = decision.action if decision else None
     reason = decision.reason if decision else None
     return JobOutcome(

@@ -15,6 +15,8 @@ under the same lock, and splitting them would pass that state around instead.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import secrets
@@ -23,8 +25,10 @@ import socket
 import tempfile
 import threading
 import time
+import types
 import warnings
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,16 +82,25 @@ class Run:
         if new_config["random_seed"] is None:
             new_config["random_seed"] = secrets.randbelow(2**31)
         state = {"status": "InProgress", "creation_time": time.time(), "runtime_seconds": 0.0}
+        # Not part of the configuration a resume must match: a fixed bug is a reason to resume.
+        function = {"training_function": function_fingerprint(tuner.train)}
         if store.create_tuning_job(
-            self.name, {**new_config, "limits": self.limits.to_dict()}, state
+            self.name, {**new_config, "limits": self.limits.to_dict(), **function}, state
         ):
             config = new_config
             self.jobs: list[TrainingJob] = []
         else:
             stored, state = store.get_tuning_job(self.name)
             config = _check_resumable(self.name, store, stored, config)
-            store.set_tuning_job_config(self.name, {**config, "limits": self.limits.to_dict()})
+            store.set_tuning_job_config(
+                self.name, {**config, "limits": self.limits.to_dict(), **function}
+            )
             self.jobs = store.get_training_jobs(self.name)
+            before = stored.get("training_function")
+            if before is not None and before != function["training_function"] and self.jobs:
+                _warn_other_function(self.name, before, function["training_function"], self.jobs)
+            if state.get("status") == "Failed":
+                _warn_resuming_failed(self.name, self.jobs, self.limits.max_jobs)
         # Jobs a crash interrupted run again from the start: what they reported is discarded now,
         # before the strategy replays the records, so that no rung or median keeps their values.
         self.discarded: dict[int, dict[str, int]] = {}
@@ -113,7 +126,7 @@ class Run:
         self.to_stop: dict[int, str] = {}  # running jobs to stop at their next report
         self.exhausted = self.out_of_time = False
         self.interruption: str | None = None  # why fit() ended early, if it did
-        self.warned_no_reports = False
+        self.warned_no_reports = self.warned_no_checkpoint = False
         self.state_saved = 0.0
         self.finished_here = self.failed_here = 0
         self.ever_succeeded = any(
@@ -255,6 +268,7 @@ class Run:
         if promoted is not None:  # a paused job resumes from its checkpoint
             old = self.jobs[promoted]
             step = max(old.steps(self.metric), default=0)
+            self.warn_if_no_checkpoint(old, step)
             event = {"event": "promoted", "time": now, "step": step}
             job = old.replace(
                 status=TrainingJobStatus.IN_PROGRESS,
@@ -284,6 +298,24 @@ class Run:
         self.progress.add([job])
         self.warn_if_never_reported(job)
         self.check_failures(job)
+
+    def warn_if_no_checkpoint(self, job: TrainingJob, step: int) -> None:
+        """Once per fit(): a promoted job left nothing in its checkpoint folder, so it will most
+        likely train again from scratch while its reports continue from ``step``."""
+        folder = self.checkpoint_dir(job)
+        if self.warned_no_checkpoint or folder is None or any(Path(folder).iterdir()):
+            return
+        self.warned_no_checkpoint = True
+        warnings.warn(
+            f"Training job {job.name} is promoted to resume after step {step}, but it saved "
+            f"nothing in its checkpoint folder ({folder}): unless it keeps its state elsewhere, "
+            f"it trains again from scratch, and its reports are recorded from step {step + 1} "
+            "on. Fix: when amtlib.report raises TrialStopped, save the model to "
+            "amtlib.current_job().checkpoint_dir, and load it when current_job().resume_step "
+            "> 0 (see docs/concepts.md).",
+            UserWarning,
+            stacklevel=6,  # the user's fit() call
+        )
 
     def warn_if_never_reported(self, job: TrainingJob) -> None:
         """Once per fit(): a job finished without one report of the objective, so neither
@@ -376,11 +408,14 @@ class Run:
             self.failed_here += 1
         limit = self.limits.initial_failure_limit
         if limit is not None and not self.ever_succeeded and self.failed_here >= limit:
+            reason = (job.failure_reason or "no reason recorded").rstrip(". ")
             raise TuningJobFailedError(
                 f"Tuning job {self.name!r}: each of the first {self.failed_here} training jobs "
                 f"failed, so it stopped rather than spend the rest of max_jobs. The last failure "
-                f"({job.name}): {job.failure_reason}. Fix: correct the training function (run "
-                "with executor='inline' to debug; tracebacks are in job.training_jobs), or raise "
+                f"({job.name}): {reason}. Fix: correct the training function (run with "
+                "executor='inline' to debug; the tracebacks are in this error's "
+                ".tuning_job.training_jobs), then start afresh under a new job_name (fit() with "
+                "this one resumes it, and its failed jobs count toward max_jobs); or raise "
                 "initial_failure_limit (None never stops early)."
             )
 
@@ -608,6 +643,63 @@ def _scheduler_host(executor: object) -> str | None:
         return None
     host = address.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
     return host or None
+
+
+def function_fingerprint(function: Callable[..., Any]) -> dict[str, str | None]:
+    """The training function's name and a hash of its code (not of where it sits in its file)."""
+    target = function.func if isinstance(function, functools.partial) else function
+    module = getattr(target, "__module__", None) or "?"
+    name = getattr(target, "__qualname__", None) or type(target).__name__
+    code = getattr(target, "__code__", None)
+    digest = None
+    if isinstance(code, types.CodeType):
+        h = hashlib.sha256()
+        _hash_code(code, h)
+        digest = h.hexdigest()[:16]
+    return {"name": f"{module}.{name}", "code": digest}
+
+
+def _hash_code(code: types.CodeType, h: Any) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _hash_code(const, h)
+        elif isinstance(const, frozenset):  # its repr's order depends on the hash seed
+            h.update(repr(sorted(map(repr, const))).encode())
+        else:
+            h.update(repr(const).encode())
+
+
+def _warn_other_function(
+    name: str, before: dict[str, Any], now: dict[str, Any], jobs: list[TrainingJob]
+) -> None:
+    same_name = before.get("name") == now.get("name")
+    what = (
+        f"{now.get('name')}, with other code"
+        if same_name
+        else (f"{now.get('name')}, not {before.get('name')}")
+    )
+    warnings.warn(
+        f"Tuning job {name!r} resumes with another training function ({what}) than the one its "
+        f"{len(jobs)} training jobs so far ran, and the strategy learns from their results as if "
+        "they came from this one. Fix: pass a new job_name to start afresh, unless the change "
+        "does not alter results.",
+        UserWarning,
+        stacklevel=4,  # the user's fit() call (via Run.__init__)
+    )
+
+
+def _warn_resuming_failed(name: str, jobs: list[TrainingJob], max_jobs: int) -> None:
+    failed = sum(j.objective_status is not ObjectiveStatus.SUCCEEDED for j in jobs)
+    warnings.warn(
+        f"Tuning job {name!r} ended Failed (its first training jobs all failed); fit() resumes it, "
+        f"and its {failed} failed training jobs count toward max_jobs ({max_jobs}), so "
+        f"{max(max_jobs - len(jobs), 0)} more will run. Fix: to start afresh after correcting the "
+        "training function, pass a new job_name.",
+        UserWarning,
+        stacklevel=4,  # the user's fit() call (via Run.__init__)
+    )
 
 
 def _check_resumable(

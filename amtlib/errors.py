@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AmtlibError(Exception):
     """Base class of every exception amtlib raises on purpose."""
@@ -14,8 +16,11 @@ class ValidationError(AmtlibError, ValueError):
 class TuningJobFailedError(AmtlibError, RuntimeError):
     """The tuning job stopped itself, for example because every one of its first jobs failed.
 
-    Every training job that finished before the error is already in the store.
+    Every training job that finished before the error is already in the store. ``tuning_job``
+    holds the tuning job's records (an :class:`amtlib.TuningJob`) when ``Tuner.fit`` raised it.
     """
+
+    tuning_job: Any = None
 
 
 class WorkerDiedError(AmtlibError, RuntimeError):

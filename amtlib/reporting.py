@@ -1289,6 +1289,14 @@ class JobContext:
 
     def report(self, /, step: int | None = None, **metrics: Any) -> None:
         """Record one step of metrics and send it to the tuner; see :func:`report`."""
+        misplaced = step is not None and not isinstance(step, numbers.Integral)
+        if not metrics and (misplaced or isinstance(step, bool)):
+            hint = "report(**metrics)" if isinstance(step, Mapping) else "report(loss=0.5)"
+            raise ValidationError(
+                "report() takes metrics as keywords; its only positional parameter is 'step', "
+                f"which must be an int. Got {describe_value(step)} as the step, and no metric. "
+                f"Fix: name the metric, e.g. {hint}."
+            )
         with self._lock:
             if self._decision is not None:
                 raise TrialStopped(self._decision.action, self._decision.reason, self._last_step)

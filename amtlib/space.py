@@ -560,6 +560,39 @@ def parameter_from_dict(data: Mapping[str, Any]) -> Parameter:
     )
 
 
+_AMT_RANGE_LISTS = (
+    "ContinuousParameterRanges",
+    "IntegerParameterRanges",
+    "CategoricalParameterRanges",
+)
+
+
+def _range_fix(name: str, value: object) -> str:
+    """The fix for a value given as a range that is not a `Parameter`, AMT's API shapes included."""
+    amt = (
+        "AMT's API shape of ranges (amtlib's Python API takes range objects; it reads no AMT JSON)"
+    )
+    if name in _AMT_RANGE_LISTS:
+        return (
+            f"That is {amt}. Fix: pass one entry per range instead, e.g. "
+            "{'lr': ContinuousParameter(0.0001, 1.0, 'Logarithmic')}."
+        )
+    if isinstance(value, Mapping) and {"MinValue", "MaxValue", "Values"} & set(value):
+        if "Values" in value:
+            example = f"CategoricalParameter({list(value['Values'])!r})"
+        else:
+            scaling = value.get("ScalingType", "Auto")
+            example = (
+                f"ContinuousParameter({value.get('MinValue')}, {value.get('MaxValue')}, "
+                f"{scaling!r}) (IntegerParameter for an integer range)"
+            )
+        return f"That is {amt}. Fix: write it as {example}."
+    return (
+        "Fix: wrap it, e.g. CategoricalParameter([...]) for a list of choices, or move a fixed "
+        "value to static_hyperparameters."
+    )
+
+
 class SearchSpace:
     """Named ranges in declaration order, and their encoding to the unit cube.
 
@@ -597,8 +630,7 @@ class SearchSpace:
                 raise ValidationError(
                     f"hyperparameter_ranges[{name!r}] must be a ContinuousParameter, "
                     f"IntegerParameter or CategoricalParameter. Got {describe_value(param)}. "
-                    "Fix: wrap it, e.g. CategoricalParameter([...]) for a list of choices, or "
-                    "move a fixed value to static_hyperparameters."
+                    + _range_fix(name, param)
                 )
         self.ranges: dict[str, Parameter] = dict(ranges)
         self.names: list[str] = list(self.ranges)

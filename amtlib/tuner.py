@@ -25,6 +25,7 @@ import numpy as np
 
 from amtlib._run import Run
 from amtlib.errors import (
+    TuningJobFailedError,
     ValidationError,
     describe_value,
 )
@@ -35,7 +36,7 @@ from amtlib.stopping import MedianStopper, parse_early_stopping
 from amtlib.store import SQLiteStore, open_store
 from amtlib.strategies import make_strategy, parse_strategy
 from amtlib.strategies.grid import check_grid_space
-from amtlib.strategies.hyperband import hyperband_config
+from amtlib.strategies.hyperband import hyperband_config, resource_warnings
 
 
 class ScalingWarning(UserWarning):
@@ -85,6 +86,10 @@ def _positive_int(name: str, value: Any, *, optional: bool, fix: str) -> int | N
             f"Got {describe_value(value)} instead. Fix: {fix}."
         )
     return int(value)
+
+
+# Metric names that read like something to minimise (for the warning on a defaulted Maximize).
+_LOSS_LIKE = re.compile(r"loss|error|(?<![a-z])(err|mse|rmse|mae|nll|regret)(?![a-z])", re.I)
 
 
 def _parse_objective_type(value: Any) -> ObjectiveType:
@@ -202,7 +207,9 @@ class Tuner:
             number returned by ``train`` is recorded under).
         hyperparameter_ranges: name -> ``ContinuousParameter``, ``IntegerParameter`` or
             ``CategoricalParameter``, searched in declaration order.
-        objective_type: ``"Maximize"`` (the SDK's default) or ``"Minimize"``.
+        objective_type: ``"Maximize"`` (the SDK's default: a warning says so when the metric's
+            name reads like a loss or an error) or ``"Minimize"``; case-insensitive, and
+            ``"max"``/``"min"`` too.
         static_hyperparameters: fixed values passed to every job (JSON-serialisable).
         strategy: ``"Bayesian"`` (the default, as in the SDK), ``"Random"``, ``"Grid"`` or
             ``"Hyperband"`` (case-insensitive).
@@ -260,7 +267,7 @@ class Tuner:
         objective_metric_name: str = "objective",
         hyperparameter_ranges: Mapping[str, Parameter] | None = None,
         *,
-        objective_type: str = "Maximize",
+        objective_type: str | None = None,
         static_hyperparameters: Mapping[str, Any] | None = None,
         strategy: str = "Bayesian",
         strategy_config: Mapping[str, Any] | None = None,
@@ -294,6 +301,17 @@ class Tuner:
             )
         self.train = train
         self.objective_metric_name = objective_metric_name
+        if objective_type is None:
+            objective_type = "Maximize"  # the SDK's default
+            if _LOSS_LIKE.search(objective_metric_name):
+                warnings.warn(
+                    "objective_type was not given, so it is 'Maximize' (the SDK's default), but "
+                    f"objective_metric_name={objective_metric_name!r} reads like something to "
+                    "minimise. Fix: pass objective_type='Minimize' (or 'Maximize' to keep "
+                    "maximising it without this warning).",
+                    UserWarning,
+                    stacklevel=2,
+                )
         self.objective_type = _parse_objective_type(objective_type)
         self.space = SearchSpace(hyperparameter_ranges)
         self.static_hyperparameters = _check_static(static_hyperparameters, self.space.ranges)
@@ -369,8 +387,12 @@ class Tuner:
                     f"{early_stopping_type!r}. Fix: drop early_stopping_type."
                 )
             self.strategy_config = hyperband_config(
-                self.strategy_config, self.static_hyperparameters
+                self.strategy_config, self.static_hyperparameters, self.space.names
             )
+            for message in resource_warnings(
+                self.strategy_config, self.static_hyperparameters, self.space.names
+            ):
+                warnings.warn(message, UserWarning, stacklevel=2)
         # Strategies validate their settings when built: build one now so a mistake surfaces here.
         make_strategy(self.strategy, self.space, seed=0, config=self.strategy_config)
         if not isinstance(report_host, str) or not report_host:
@@ -415,6 +437,13 @@ class Tuner:
             "early_stopping": None if self.early_stopper is None else self.early_stopper.to_dict(),
         }
 
+    def _read(self, store: SQLiteStore) -> TuningJob:
+        return TuningJob(
+            self.job_name,
+            *store.get_tuning_job(self.job_name),
+            store.get_training_jobs(self.job_name),
+        )
+
     def fit(self, *, progress: bool | None = None) -> TuningJob:
         """Run the tuning job to completion (or resume it) and return its results.
 
@@ -422,17 +451,18 @@ class Tuner:
             progress: show a progress bar on stderr; default when stderr is a terminal.
 
         Raises:
-            TuningJobFailedError: every one of the first ``initial_failure_limit`` jobs failed.
+            TuningJobFailedError: every one of the first ``initial_failure_limit`` jobs failed;
+                its ``tuning_job`` attribute holds the tuning job's records (with the tracebacks).
         """
         store, owned = open_store(self.store)
         try:
             with store.lock_tuning_job(self.job_name):
-                Run(self, store, progress).execute()
-            return TuningJob(
-                self.job_name,
-                *store.get_tuning_job(self.job_name),
-                store.get_training_jobs(self.job_name),
-            )
+                try:
+                    Run(self, store, progress).execute()
+                except TuningJobFailedError as exc:
+                    exc.tuning_job = self._read(store)
+                    raise
+            return self._read(store)
         finally:
             if owned:
                 store.close()

@@ -9,12 +9,19 @@ scikit-learn problems.
 Usage:
 
     python benchmarks/holdout.py --seeds 10 --jobs 2       # every method and problem
+    python benchmarks/holdout.py --seeds 10 --jobs 2 --parallel 4 --methods \
+        amtlib-bayesian optuna-tpe optuna-gp               # 4 simulated workers
     python benchmarks/holdout.py --report-only
 
 Each cell of the report is the median (and interquartile range) over seeds of the best value
 after ``--evals`` evaluations (for ``h3_noisy``: the noise-free value of the configuration with the
 best noisy observation, which is what a user would deploy), and the last column gives, per peer,
 the one-sided Mann-Whitney p-values that amtlib's Bayesian strategy is better, and worse, than it.
+With ``--parallel 4`` every method runs on the simulated 4-worker cluster of ``quality.py`` (Optuna
+with its constant liar), and the report adds how the Bayesian strategy's regret with 4 jobs
+compares with its sequential runs (the parallel target of ``quality.py``, on problems it was not
+developed on; regret is measured from the known minimum, or for the scikit-learn problems from the
+best value any stored run found).
 Runs are cached in ``benchmarks/results/holdout/runs/`` (amtlib runs are redone when amtlib's
 source changes).
 """
@@ -240,25 +247,42 @@ PROBLEMS = _build()
 NOISE_FREE: dict[str, Callable[[Mapping[str, Any]], float]] = {"h3_noisy": hartmann3}
 
 
-def _path(root: Path, problem: str, method: str, seed: int, evals: int) -> Path:
-    return root / "runs" / f"e{evals}" / problem / method / f"seed{seed:03d}.json"
+def _settings(evals: int, parallel: int) -> str:
+    return f"e{evals}" if parallel == 1 else f"e{evals}-p{parallel}"
+
+
+def _path(root: Path, problem: str, method: str, seed: int, evals: int, parallel: int = 1) -> Path:
+    return root / "runs" / _settings(evals, parallel) / problem / method / f"seed{seed:03d}.json"
+
+
+def _scores(
+    root: Path, problem: str, method: str, seeds: int, evals: int, parallel: int
+) -> list[float]:
+    runs = [_path(root, problem, method, s, evals, parallel) for s in range(seeds)]
+    return [json.loads(p.read_text())["score"] for p in runs if p.exists()]
 
 
 def run_one(
-    problem: str, method: str, seed: int, evals: int, root: Path, code: str
+    problem: str,
+    method: str,
+    seed: int,
+    evals: int,
+    root: Path,
+    code: str,
+    parallel: int = 1,
 ) -> dict[str, Any] | None:
     """Run (or load) one run; ``None`` when the method is not available here.
 
     ``code`` is amtlib's source fingerprint: stored amtlib runs made with other code are redone.
     """
-    path = _path(root, problem, method, seed, evals)
+    path = _path(root, problem, method, seed, evals, parallel)
     fingerprint = code if method.startswith("amtlib") else None
     if path.exists():
         stored = json.loads(path.read_text())
         if stored.get("fingerprint") == fingerprint:
             return stored  # type: ignore[no-any-return]
     try:
-        result = run_detailed(method, PROBLEMS[problem], seed, evals)
+        result = run_detailed(method, PROBLEMS[problem], seed, evals, parallel)
     except MethodUnavailable:
         return None
     best = int(np.argmin(result.losses))
@@ -269,11 +293,20 @@ def run_one(
     return record
 
 
-def report(root: Path, problems: list[str], methods: list[str], seeds: int, evals: int) -> str:
+def report(
+    root: Path,
+    problems: list[str],
+    methods: list[str],
+    seeds: int,
+    evals: int,
+    parallel: int = 1,
+) -> str:
     from scipy.stats import mannwhitneyu
 
+    workers = "" if parallel == 1 else f", {parallel} parallel jobs"
     lines = [
-        f"## Held-out problems: best value after {evals} evaluations (median [IQR] over seeds)",
+        f"## Held-out problems: best value after {evals} evaluations{workers} "
+        "(median [IQR] over seeds)",
         "",
         "| problem | "
         + " | ".join(methods)
@@ -283,8 +316,7 @@ def report(root: Path, problems: list[str], methods: list[str], seeds: int, eval
     for problem in problems:
         scores: dict[str, list[float]] = {}
         for method in methods:
-            runs = [_path(root, problem, method, s, evals) for s in range(seeds)]
-            found = [json.loads(p.read_text())["score"] for p in runs if p.exists()]
+            found = _scores(root, problem, method, seeds, evals, parallel)
             if found:
                 scores[method] = found
         cells = []
@@ -303,14 +335,74 @@ def report(root: Path, problems: list[str], methods: list[str], seeds: int, eval
                 worse = mannwhitneyu(ours, v, alternative="greater").pvalue
                 tests.append(f"{method} {better:.3f} / {worse:.3f}")
         lines.append(f"| {problem} | " + " | ".join(cells) + " | " + ", ".join(tests) + " |")
+    flags = "" if parallel == 1 else f" --parallel {parallel}"
     lines += [
         "",
         "Lower is better. Command: `python benchmarks/holdout.py "
-        f"--seeds {seeds} --evals {evals} --methods {' '.join(methods)}`.",
+        f"--seeds {seeds} --evals {evals}{flags} --methods {' '.join(methods)}`.",
         "",
     ]
+    if parallel > 1:
+        lines += _parallel_section(root, problems, methods, seeds, evals, parallel)
     lines += [f"- `{p}`: {PROBLEMS[p].description}" for p in problems]
     return "\n".join(lines) + "\n"
+
+
+def _parallel_section(
+    root: Path, problems: list[str], methods: list[str], seeds: int, evals: int, parallel: int
+) -> list[str]:
+    """Each method with ``parallel`` jobs against its sequential runs: ratio of median regrets."""
+    from scipy.stats import mannwhitneyu
+
+    ours, peers = "amtlib-bayesian", [m for m in methods if m != "amtlib-bayesian"]
+    lines = [
+        f"### {parallel} parallel jobs against sequential: ratio of median regrets",
+        "",
+        f"| problem | {ours}: sequential | parallel | ratio | one-sided Mann-Whitney p (parallel "
+        "worse) | " + " | ".join(f"{m}: ratio" for m in peers) + " |",
+        "|---" * (5 + len(peers)) + "|",
+    ]
+    within, compared = [], 0
+    for problem in problems:
+        floor = PROBLEMS[problem].f_min
+        if PROBLEMS[problem].f_min_source == "unknown":  # the best value any stored run found
+            stored = (root / "runs").glob(f"*/{problem}/*/seed*.json")
+            floor = min(json.loads(p.read_text())["score"] for p in stored)
+        regrets = {
+            method: [
+                np.maximum(np.array(_scores(root, problem, method, seeds, evals, p)) - floor, 0.0)
+                for p in (1, parallel)
+            ]
+            for method in methods
+        }
+        if not all(len(r) for r in regrets.get(ours, [[]])):
+            continue
+        sequential, together = regrets[ours]
+        ratio = _ratio(sequential, together)
+        compared += 1
+        if ratio <= 1.25:
+            within.append(problem)
+        worse = mannwhitneyu(together, sequential, alternative="greater").pvalue
+        others = [
+            f"{_ratio(*regrets[m]):.3g}x" if all(len(r) for r in regrets[m]) else "-" for m in peers
+        ]
+        lines.append(
+            f"| {problem} | {np.median(sequential):.3g} | {np.median(together):.3g} | "
+            f"{ratio:.3g}x | {worse:.3f} | " + " | ".join(others) + " |"
+        )
+    lines += [
+        "",
+        f"{ours} within 1.25x of sequential: {len(within)} of {compared} problems. Regret is "
+        "measured from the known minimum; for the two scikit-learn problems, from the best value "
+        "any stored run found. The peers' ratios compare each with its own sequential runs.",
+        "",
+    ]
+    return lines
+
+
+def _ratio(sequential: np.ndarray, together: np.ndarray) -> float:
+    a, b = float(np.median(sequential)), float(np.median(together))
+    return b / a if a > 0 else (1.0 if b == 0 else math.inf)
 
 
 def main() -> None:
@@ -320,6 +412,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--evals", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=1, help="simulated workers (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -334,12 +427,12 @@ def main() -> None:
         ]
         code = amtlib_fingerprint(MULTI_FIDELITY_MODULES)
         Parallel(n_jobs=args.jobs, verbose=5)(
-            delayed(run_one)(problem, method, seed, args.evals, args.results, code)
+            delayed(run_one)(problem, method, seed, args.evals, args.results, code, args.parallel)
             for problem, method, seed in work
         )
-    text = report(args.results, args.problems, args.methods, args.seeds, args.evals)
+    text = report(args.results, args.problems, args.methods, args.seeds, args.evals, args.parallel)
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"report-e{args.evals}.md").write_text(text)
+    (args.results / f"report-{_settings(args.evals, args.parallel)}.md").write_text(text)
     print(text)
 
 

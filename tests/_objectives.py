@@ -198,11 +198,14 @@ def interrupts_the_tuner(hp):
 
 def fails_after_resuming(hp):
     """Reports loss and a side metric; a promoted (resumed) job raises at once."""
+    from pathlib import Path
+
     import amtlib
 
     job = amtlib.current_job()
     if job.resume_step:
         raise RuntimeError("lost the GPU")
+    (Path(job.checkpoint_dir) / "weights").write_text("saved")
     for epoch in range(1, hp["epochs"] + 1):
         amtlib.report(loss=hp["x"] + 1.0 / epoch, other=float(epoch))
 
@@ -227,10 +230,16 @@ def diverges_left(hp):
 
 
 def integer_curve(hp):
-    """loss = x + 1/epoch, resuming after current_job().resume_step (promotion needs no state)."""
+    """loss = x + 1/epoch, resuming after current_job().resume_step; its "checkpoint" is the
+    last epoch trained (the loss needs no other state)."""
+    from pathlib import Path
+
     import amtlib
 
-    for epoch in range(amtlib.current_job().resume_step + 1, hp["epochs"] + 1):
+    job = amtlib.current_job()
+    for epoch in range(job.resume_step + 1, hp["epochs"] + 1):
+        if job.checkpoint_dir is not None:
+            (Path(job.checkpoint_dir) / "epoch").write_text(str(epoch))
         amtlib.report(loss=hp["x"] + 1.0 / epoch)
 
 
@@ -266,10 +275,15 @@ def reports_then_dies(hp):
 
 
 def done_when_resumed(hp):
-    """loss = x + 1/epoch; a resumed attempt returns at once, reporting nothing (already trained)."""
+    """loss = x + 1/epoch; a resumed attempt returns at once, reporting nothing: its checkpoint
+    says it already trained every epoch."""
+    from pathlib import Path
+
     import amtlib
 
-    if amtlib.current_job().resume_step > 0:
+    job = amtlib.current_job()
+    if job.resume_step > 0:
         return None
+    (Path(job.checkpoint_dir) / "trained").write_text(str(hp["epochs"]))
     for epoch in range(1, hp["epochs"] + 1):
         amtlib.report(loss=hp["x"] + 1.0 / epoch)

@@ -10,6 +10,7 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` under plain pytest
@@ -235,3 +236,25 @@ def test_holdout_runs_are_cached_and_reported(tmp_path):
     assert again == first
     text = holdout.report(tmp_path, ["six_hump_camel"], ["amtlib-random"], 1, 4)
     assert "six_hump_camel" in text and f"{first['score']:.4g}" in text
+
+
+def test_holdout_parallel_runs_are_stored_apart_and_compared_with_sequential(tmp_path):
+    from benchmarks import holdout
+
+    runs = {
+        parallel: [
+            holdout.run_one("six_hump_camel", "amtlib-bayesian", s, 8, tmp_path, "c", parallel)
+            for s in range(3)
+        ]
+        for parallel in (1, 2)
+    }
+    assert (tmp_path / "runs" / "e8-p2" / "six_hump_camel").is_dir()
+    text = holdout.report(tmp_path, ["six_hump_camel"], ["amtlib-bayesian"], 3, 8, parallel=2)
+    assert "8 evaluations, 2 parallel jobs" in text and "--parallel 2" in text
+    regrets = {
+        p: np.median([r["score"] for r in rs]) - holdout.PROBLEMS["six_hump_camel"].f_min
+        for p, rs in runs.items()
+    }
+    row = [line for line in text.splitlines() if line.startswith("| six_hump_camel | ")][-1]
+    assert f"| {regrets[1]:.3g} | {regrets[2]:.3g} | {regrets[2] / regrets[1]:.3g}x |" in row
+    assert "within 1.25x of sequential" in text and "of 1 problems" in text

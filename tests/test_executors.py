@@ -689,6 +689,36 @@ def test_unguarded_main_script(tmp_path: Path) -> None:
     assert done.stdout.splitlines() == ["squares [0, 1, 4, 9, 16]", "box 2", "done"]
 
 
+def test_a_process_job_traceback_names_the_user_script_and_its_lines(tmp_path: Path) -> None:
+    # cloudpickle ships __main__'s functions by value and names their file "<dynamic-code>":
+    # the stored traceback had neither the script nor its source lines.
+    done = _run_script(
+        tmp_path,
+        """
+        import json
+        from amtlib import ContinuousParameter, Tuner
+
+        def helper(x):
+            return 1 / (x * 0)  # the faulty line
+
+        def train(hp):
+            return (lambda: helper(hp["x"]))()
+
+        job = Tuner(
+            train, "loss", {"x": ContinuousParameter(0, 1)}, objective_type="Minimize",
+            strategy="Random", max_jobs=1, random_seed=0, store=":memory:",
+            executor="process", initial_failure_limit=None,
+        ).fit()
+        print(json.dumps(job.training_jobs[0].traceback))
+        """,
+    )
+    trace = _last_json_line(done)
+    script = str(tmp_path / "user_script.py")
+    for line, function in [(9, "train"), (9, "<lambda>"), (6, "helper")]:
+        assert f'File "{script}", line {line}, in {function}' in trace, trace
+    assert "return 1 / (x * 0)  # the faulty line" in trace and "<dynamic-code>" not in trace
+
+
 def test_forgotten_shutdown_kills_workers_at_exit(tmp_path: Path) -> None:
     t0 = time.monotonic()
     done = _run_script(

@@ -230,7 +230,11 @@ def test_output_transform_is_monotone_and_invertible(y: np.ndarray, mode: str) -
     order = np.argsort(y, kind="stable")
     assert np.all(np.diff(z[order]) >= 0)
     assert np.argmin(z) == np.argmin(y) or z[np.argmin(y)] == z.min()
-    np.testing.assert_allclose(transform.inverse(z), y, rtol=1e-6, atol=1e-6 * (1 + np.ptp(y)))
+    np.testing.assert_allclose(transform.transform(transform.inverse(z)), z, atol=1e-9)
+    # Back in objective units, far values lose digits where the map is flat: a power lambda near
+    # its bound -3 puts an outlier next to the transform's asymptote, where one rounding of z is
+    # ~1e-6 of it (y = [1095, 1, 0 x 25] came back as 1095.005).
+    np.testing.assert_allclose(transform.inverse(z), y, rtol=1e-4, atol=1e-6 * (1 + np.ptp(y)))
 
 
 @settings(max_examples=60, deadline=None)

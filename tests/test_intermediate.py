@@ -190,6 +190,16 @@ def promoting(tmp_path, train, n, executor, **kw):
     )
 
 
+def test_promoting_a_job_that_saved_no_checkpoint_warns_once(tmp_path):
+    # A loop that ignores resume_step and saves nothing trains again from scratch when promoted,
+    # and its epochs 1, 2, ... are recorded as steps after the pause: silently wrong records.
+    with pytest.warns(UserWarning, match=r"saved nothing in its checkpoint folder") as record:
+        job = promoting(tmp_path, obj.curve, 4, "inline").fit()
+    assert len([w for w in record if "checkpoint folder" in str(w.message)]) == 1
+    assert record[0].filename == __file__  # points at the fit() call
+    assert any(e["event"] == "promoted" for j in job.training_jobs for e in j.history)
+
+
 @pytest.mark.parametrize("executor", ["inline", "thread"])
 def test_a_paused_job_is_not_resumed_before_its_paused_attempt_is_recorded(tmp_path, executor):
     # Two configurations, two slots: both pause at the first rung, and once no new configuration

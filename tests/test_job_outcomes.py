@@ -143,3 +143,23 @@ def test_the_scheduler_host_is_read_from_its_address(address, host):
 def test_every_spelling_of_a_wildcard_report_host_is_advertised(spelling, monkeypatch):
     monkeypatch.setattr(socket, "gethostbyname", lambda name: "10.9.8.7")
     assert _advertised_host(spelling) == "10.9.8.7"
+
+
+def test_a_job_reporting_only_other_metrics_and_returning_nothing_says_so():
+    # A misspelt objective name in report() used to fail with "must return the objective value".
+    def train(hp):
+        import amtlib
+
+        for epoch in range(1, 3):
+            amtlib.report(val_loss=hp["x"] / epoch, accuracy=0.5)
+
+    job = tune(train, "inline", max_jobs=1)
+    [only] = job.training_jobs
+    assert only.objective_status is ObjectiveStatus.FAILED
+    assert "reported metrics ['accuracy', 'val_loss'] but never the objective metric 'loss'" in (
+        only.failure_reason
+    )
+    assert only.metrics == {
+        "val_loss": pytest.approx(only.hyperparameters["x"] / 2),
+        "accuracy": 0.5,
+    }

@@ -290,6 +290,20 @@ def test_report_needs_a_named_metric():
     assert job.reports[0].metrics == {"self": 1.0}
 
 
+@pytest.mark.parametrize(
+    ("value", "fix"), [(0.5, "report(loss=0.5)"), ({"loss": 0.5}, "report(**metrics)")]
+)
+def test_an_optuna_style_positional_value_is_refused_as_a_misplaced_metric(value, fix):
+    # trial.report(value, step) habits: the value lands in 'step', which must say so.
+    with job_context(spec_for(None, objective_metric_name="loss")) as job:
+        with pytest.raises(ValidationError) as info:
+            report(value)
+        assert job.reports == ()
+    message = str(info.value)
+    assert "only positional parameter is 'step'" in message and type(value).__name__ in message
+    assert f"Fix: name the metric, e.g. {fix}" in message
+
+
 def test_numpy_scalars_become_floats():
     with job_context(spec_for(None)) as job:
         report(a=np.float32(0.5), b=np.int64(3), c=np.array(0.25), d=7)

@@ -33,6 +33,7 @@ def make(tmp_path, train=obj.quadratic, **kw):
     args = dict(
         objective_metric_name="loss",
         hyperparameter_ranges=RANGES,
+        objective_type="Minimize",
         strategy="Random",
         max_jobs=4,
         random_seed=0,

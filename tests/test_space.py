@@ -345,3 +345,27 @@ def test_integer_probabilities_have_one_entry_per_value_next_to_2_53(low, high):
     probabilities = p.probabilities()
     assert len(probabilities) == len(p.values()) == high - low + 1
     assert np.all(probabilities >= 0) and probabilities.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fix"),
+    [
+        (
+            "lr",
+            {"Name": "lr", "MinValue": "0.0001", "MaxValue": "1", "ScalingType": "Logarithmic"},
+            "ContinuousParameter(0.0001, 1, 'Logarithmic') (IntegerParameter",
+        ),
+        (
+            "opt",
+            {"Name": "opt", "Values": ["sgd", "adam"]},
+            "CategoricalParameter(['sgd', 'adam'])",
+        ),
+        ("ContinuousParameterRanges", [{"Name": "lr"}], "one entry per range instead"),
+    ],
+)
+def test_amt_api_shaped_ranges_get_their_translation_as_the_fix(name, value, fix):
+    with pytest.raises(ValidationError) as info:
+        SearchSpace({name: value})
+    message = str(info.value)
+    assert f"hyperparameter_ranges[{name!r}]" in message and "AMT's API shape" in message
+    assert f"Fix: {'write it as ' if 'Parameter(' in fix else 'pass '}{fix}" in message

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import _objectives as obj
 import pytest
@@ -146,7 +147,8 @@ def test_jobs_running_at_an_interrupt_are_rerun_with_the_same_hyperparameters(tm
         ran.append(hp["x"])
         return {"loss": hp["x"]}
 
-    done = make(tmp_path / "s.db", fine, max_jobs=6).fit()
+    with pytest.warns(UserWarning, match=r"another training function \(.*fine, not .*crashing\)"):
+        done = make(tmp_path / "s.db", fine, max_jobs=6).fit()
     assert len(done.training_jobs) == 6
     assert ran[0] == interrupted.hyperparameters["x"]  # re-run first, same values
     assert done.training_jobs[3].attempt == 2
@@ -231,14 +233,18 @@ def test_kill_9_of_the_tuner_loses_no_finished_job(tmp_path, kill_after):
         assert after[index] == record
     # Resume: the budget completes and no finished job runs again.
     before = len(log.read_text().splitlines()) if log.exists() else 0
-    job = make(
-        db,
-        obj.plain_float,
-        job_name="k",
-        max_jobs=40,
-        max_parallel_jobs=2,
-        initial_failure_limit=None,
-    ).fit()
+    with warnings.catch_warnings():
+        # The child's __main__.train and obj.plain_float are two functions: fit() warns when any
+        # job of the first ran (it depends on the kill's timing).
+        warnings.filterwarnings("ignore", r"Tuning job 'k' resumes with another training function")
+        job = make(
+            db,
+            obj.plain_float,
+            job_name="k",
+            max_jobs=40,
+            max_parallel_jobs=2,
+            initial_failure_limit=None,
+        ).fit()
     assert len(job.training_jobs) == 40
     assert all(j.status is TrainingJobStatus.COMPLETED for j in job.training_jobs)
     for index, record in after.items():

@@ -272,6 +272,7 @@ def test_a_store_path_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
         lambda hp: {"loss": hp["x"]},
         objective_metric_name="loss",
         hyperparameter_ranges={"x": ContinuousParameter(0.0, 1.0)},
+        objective_type="Minimize",
         max_jobs=2,
         random_seed=0,
         job_name="t",

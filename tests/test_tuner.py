@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ from amtlib import (
     ValidationError,
 )
 from amtlib.executors import InlineExecutor, ProcessExecutor
+from amtlib.records import ObjectiveType
 
 RANGES = {"x": ContinuousParameter(0.0, 1.0), "opt": CategoricalParameter(["a", "b"])}
 
@@ -86,6 +89,29 @@ def test_maximize_picks_the_largest(tmp_path):
     )
 
 
+@pytest.mark.parametrize("name", ["loss", "val_loss", "validation:error", "test-rmse", "NLL"])
+def test_a_loss_left_to_the_default_maximize_is_warned_about(name):
+    with pytest.warns(UserWarning, match=rf"'Maximize'.*{name!r} reads like something to minimise"):
+        tuner = Tuner(obj.plain_float, name, RANGES, max_jobs=1, store=":memory:")
+    assert tuner.objective_type is ObjectiveType.MAXIMIZE  # still AMT's default
+
+
+@pytest.mark.parametrize(
+    ("name", "given"),
+    [
+        ("accuracy", None),
+        ("f1", None),
+        ("terrain_score", None),
+        ("loss", "Maximize"),
+        ("loss", "min"),
+    ],
+)
+def test_no_warning_for_gain_like_names_or_an_explicit_objective_type(name, given, recwarn):
+    kw = {} if given is None else {"objective_type": given}
+    Tuner(obj.plain_float, name, RANGES, max_jobs=1, store=":memory:", **kw)
+    assert [str(w.message) for w in recwarn] == []
+
+
 def test_a_float_return_value_is_the_objective(tmp_path):
     job = make(tmp_path, train=obj.plain_float).fit()
     assert all(j.metrics == {"loss": j.objective_value} for j in job.training_jobs)
@@ -146,6 +172,64 @@ def test_stops_early_when_every_first_job_fails(tmp_path):
     assert len(job.training_jobs) == 4
     assert job.status == "Failed"
     assert "broken training script" in job.describe()["FailureReason"]
+
+
+def test_the_failure_error_carries_the_records_and_resuming_it_warns(tmp_path):
+    tuner = make(tmp_path, train=obj.always_raises, max_jobs=6, initial_failure_limit=4)
+    with pytest.raises(TuningJobFailedError) as info:
+        tuner.fit()
+    message = str(info.value)
+    assert ".tuning_job.training_jobs" in message and "new job_name" in message
+    assert ".." not in message
+    failed = info.value.tuning_job
+    assert failed.status == "Failed" and len(failed.training_jobs) == 4
+    assert all("broken training script" in j.traceback for j in failed.training_jobs)
+    # Re-running the same job_name resumes it: the failures count toward max_jobs, and it says so.
+    with pytest.warns(UserWarning) as w:  # the function changed too, and that is said as well
+        job = make(tmp_path, max_jobs=6, initial_failure_limit=4).fit()
+    assert len(job.training_jobs) == 6 and job.status == "Completed"
+    messages = sorted(str(r.message) for r in w)
+    assert len(messages) == 2 and {r.filename for r in w} == {__file__}  # the fit() call
+    assert re.search(r"ended Failed.*4 failed training jobs.*so 2 more", messages[0])
+    assert "another training function (_objectives.quadratic, not " in messages[1]
+
+
+def _train_v1(hp):
+    return {"loss": hp["x"]}
+
+
+def _train_v2(hp):
+    return {"loss": hp["x"] * 2}  # a bug fix, say
+
+
+def test_resuming_with_another_training_function_warns(tmp_path, recwarn):
+    make(tmp_path, train=_train_v1, max_jobs=2).fit()
+    make(tmp_path, train=_train_v1, max_jobs=3).fit()  # the same function: silent
+    assert [str(w.message) for w in recwarn] == []
+    with pytest.warns(UserWarning, match=r"_train_v2, not .*_train_v1\).*3 training jobs") as w:
+        job = make(tmp_path, train=_train_v2, max_jobs=4).fit()
+    assert len(job.training_jobs) == 4 and w[0].filename == __file__
+    with pytest.warns(UserWarning, match=r"_train_v2, with other code"):
+        # Redefined under the same name, as after an edit of the script.
+        exec(
+            compile("def _train_v2(hp):\n    return {'loss': -hp['x']}\n", __file__, "exec"),
+            ns := {},
+        )
+        ns["_train_v2"].__module__, ns["_train_v2"].__qualname__ = __name__, "_train_v2"
+        make(tmp_path, train=ns["_train_v2"], max_jobs=5).fit()
+
+
+def test_the_function_fingerprint_ignores_where_the_code_sits():
+    from amtlib._run import function_fingerprint
+
+    source = "def f(hp):\n    return {{'loss': hp['x'] + {c}}}\n"
+    prints = []
+    for offset, constant in [(0, 1), (5, 1), (0, 2)]:
+        ns: dict = {}
+        exec(compile("\n" * offset + source.format(c=constant), "a.py", "exec"), ns)
+        prints.append(function_fingerprint(ns["f"]))
+    assert prints[0] == prints[1] != prints[2]
+    assert function_fingerprint(functools.partial(_train_v1))["name"].endswith("._train_v1")
 
 
 def test_failure_limit_none_spends_the_budget(tmp_path):

@@ -222,6 +222,7 @@ def test_numpy_scalars_in_static_hyperparameters_become_python_scalars():
         train,
         "loss",
         {"k": IntegerParameter(1, 3)},
+        objective_type="Minimize",
         static_hyperparameters=static,
         strategy="Random",
         max_jobs=1,
@@ -253,6 +254,44 @@ def test_inferred_max_resource_accepts_amt_style_values(value):
 def test_bad_inferred_max_resource_names_its_static_key(value):
     with pytest.raises(ValidationError, match=r"static_hyperparameters\['n_epochs'\].*Got.*Fix"):
         hyperband_config({}, {"n_epochs": value})
+
+
+def test_a_tuned_epochs_range_cannot_give_max_resource_and_says_so():
+    with pytest.raises(ValidationError) as info:
+        _tuner({"epochs": IntegerParameter(1, 81)}, strategy="Hyperband")
+    message = str(info.value)
+    assert "'epochs' is a tuned range" in message and "Fix: move 'epochs'" in message
+
+
+@pytest.mark.parametrize(
+    ("ranges", "static", "expected"),
+    [
+        ({"epochs": IntegerParameter(1, 81)}, {}, r"'epochs' is also a tuned range"),
+        ({"k": IntegerParameter(1, 3)}, {"epochs": "9"}, r"\['epochs'\] = 9 is below.* = 27"),
+    ],
+)
+def test_hyperband_warns_when_an_epoch_count_contradicts_max_resource(ranges, static, expected):
+    with pytest.warns(UserWarning, match=expected) as record:
+        _tuner(
+            ranges,
+            strategy="Hyperband",
+            strategy_config={"max_resource": 27},
+            static_hyperparameters=static,
+        )
+    assert len(record) == 1 and record[0].filename == __file__  # points at the Tuner(...) call
+
+
+def test_hyperband_is_quiet_when_epochs_give_or_exceed_max_resource(recwarn):
+    _tuner(
+        {"k": IntegerParameter(1, 3)}, strategy="Hyperband", static_hyperparameters={"epochs": 9}
+    )
+    _tuner(
+        {"k": IntegerParameter(1, 3)},
+        strategy="Hyperband",
+        strategy_config={"max_resource": 9},
+        static_hyperparameters={"epochs": 30},
+    )
+    assert [str(w.message) for w in recwarn] == []
 
 
 def test_a_string_epochs_runs_hyperband_and_stays_a_string_for_the_job():

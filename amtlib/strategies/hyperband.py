@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,9 @@ _CONFIG_KEYS = frozenset(
 
 
 def hyperband_config(
-    config: Mapping[str, Any], static_hyperparameters: Mapping[str, Any]
+    config: Mapping[str, Any],
+    static_hyperparameters: Mapping[str, Any],
+    tuned: Collection[str] = (),
 ) -> dict[str, Any]:
     """Validate ``strategy_config`` for Hyperband, in our keys or AMT's, inferring ``max_resource``.
 
@@ -103,6 +105,7 @@ def hyperband_config(
     ``MaxResource`` (at the top level or in ``{"HyperbandStrategyConfig": {...}}``), and the string
     options in any case (``"Promotion"``). Without a ``max_resource`` it is read from a static
     hyperparameter named like an epoch count (an int, ``10.0`` or ``"10"``, as AMT passes them).
+    ``tuned`` names the tuned ranges (for the error when an epoch count is tuned rather than static).
     Returns our keys only, every option canonical: validating the result again returns it unchanged.
     """
     config, origin = _resource_settings(config)
@@ -115,6 +118,15 @@ def hyperband_config(
         )
     if config.get("max_resource") is None:
         found = [n for n in EPOCH_NAMES if n in static_hyperparameters]
+        in_ranges = [n for n in EPOCH_NAMES if n in tuned]
+        if not found and in_ranges:
+            raise ValidationError(
+                f"Hyperband needs a max_resource (the most steps, e.g. epochs, a job may run). Got "
+                f"none in strategy_config, and {in_ranges[0]!r} is a tuned range, not a static "
+                "hyperparameter, so it cannot give one (Hyperband itself decides how many epochs "
+                f"each job trains). Fix: move {in_ranges[0]!r} to static_hyperparameters with the "
+                "most epochs a job may train, or pass strategy_config={'max_resource': 81}."
+            )
         if not found:
             raise ValidationError(
                 "Hyperband needs a max_resource (the most steps, e.g. epochs, a job may run). Got "
@@ -214,6 +226,39 @@ def _same(a: object, b: object) -> bool:
         return bool(a == b)
     except Exception:  # e.g. arrays, whose == is elementwise
         return False
+
+
+def resource_warnings(
+    config: Mapping[str, Any], static_hyperparameters: Mapping[str, Any], tuned: Collection[str]
+) -> list[str]:
+    """What looks wrong, though it may be meant, in the sources of a validated config's resource.
+
+    An epoch count tuned as a range (Hyperband decides how long each job trains), and a static
+    epoch count below ``max_resource`` (no job could reach the top rung).
+    """
+    messages = []
+    high = config["max_resource"]
+    for name in EPOCH_NAMES:
+        if name in tuned:
+            messages.append(
+                f"Hyperband decides how many steps each job trains (up to max_resource={high}), "
+                f"but {name!r} is also a tuned range. Fix: unless your steps are not epochs, "
+                f"remove {name!r} from hyperparameter_ranges and train until Hyperband stops the "
+                "job (or to max_resource)."
+            )
+        elif name in static_hyperparameters:
+            try:
+                epochs = _epochs(name, static_hyperparameters[name])
+            except ValidationError:
+                continue  # not an epoch count after all: nothing to compare
+            if epochs < high:
+                messages.append(
+                    f"static_hyperparameters[{name!r}] = {epochs} is below Hyperband's "
+                    f"max_resource = {high}: if each job trains {epochs} epochs, none reaches "
+                    "the top rung, where Hyperband judges configurations. Fix: set them equal, "
+                    "or omit max_resource to take it from the epochs."
+                )
+    return messages
 
 
 def _epochs(name: str, value: object) -> int:
