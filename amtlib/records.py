@@ -211,12 +211,21 @@ class Trial:
         return self.loss is not None
 
 
+# Arrays (numpy, torch) up to this many elements are stored as nested lists; larger ones as repr.
+_MAX_LISTED = 1000
+
+
 def json_safe(value: Any) -> Any:
-    """Python scalars for JSON: numpy scalars unwrapped, non-finite floats as ``None``."""
+    """Python scalars for JSON: numpy scalars unwrapped, non-finite floats as ``None``, small
+    arrays (anything with ``item`` and ``tolist``, e.g. a confusion matrix) as nested lists."""
     if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
         try:
             value = value.item()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):  # torch says RuntimeError
+            shape = getattr(value, "shape", None)
+            listable = callable(getattr(value, "tolist", None)) and shape is not None
+            if listable and math.prod(int(n) for n in shape) <= _MAX_LISTED:
+                return json_safe(value.tolist())
             return repr(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None

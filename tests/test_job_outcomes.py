@@ -163,3 +163,26 @@ def test_a_job_reporting_only_other_metrics_and_returning_nothing_says_so():
         "val_loss": pytest.approx(only.hyperparameters["x"] / 2),
         "accuracy": 0.5,
     }
+
+
+class _TensorLike:
+    """What matters of a torch tensor here: item() refuses more than one element (RuntimeError)."""
+
+    shape = (2,)
+
+    def item(self):
+        raise RuntimeError("a Tensor with 2 elements cannot be converted to Scalar")
+
+    def tolist(self):
+        return [0.5, 1.0]
+
+
+def test_returned_array_metrics_are_stored_as_lists_when_small():
+    big = np.arange(2000.0)
+    returned = {"loss": 0.5, "cm": np.eye(2, dtype=np.int64), "t": _TensorLike()}
+    metrics, problem = parse_result({**returned, "big": big}, "loss")
+    assert problem is None
+    assert metrics["cm"] == [[1, 0], [0, 1]] and metrics["t"] == [0.5, 1.0]
+    assert isinstance(metrics["big"], str) and "..." in metrics["big"]  # a repr, not 2000 floats
+    job = tune(lambda hp: {**returned, "loss": hp["x"]}, "inline", max_jobs=1)
+    assert job.training_jobs[0].metrics["cm"] == [[1, 0], [0, 1]]
