@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from amtlib.errors import (
     AmtlibError,
+    ExecutorLostError,
     ReportChannelError,
     StoreError,
     TuningJobFailedError,
@@ -36,6 +37,7 @@ __all__ = [
     "AmtlibError",
     "CategoricalParameter",
     "ContinuousParameter",
+    "ExecutorLostError",
     "IntegerParameter",
     "MedianStopper",
     "ObjectiveStatus",

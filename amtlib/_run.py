@@ -37,6 +37,7 @@ from amtlib._execution import JobOutcome, JobSpec, last_reported, run_training_j
 from amtlib._progress import ProgressBar
 from amtlib.errors import (
     AmtlibError,
+    ExecutorLostError,
     StoreError,
     TuningJobFailedError,
     ValidationError,
@@ -63,6 +64,20 @@ if TYPE_CHECKING:
 _LOSS_KEYS = frozenset({"value", "median", "cutoff"})
 _SHUTTING_DOWN = "the tuner is shutting down"
 _CANCELLED_BEFORE_START = "Cancelled before it started"
+# A job whose function started over in the same attempt: the executor ran it again (Dask does when
+# the worker running it dies). Its first run's reports are kept and the second run's refused.
+_RESTARTED = (
+    "WorkerDiedError: the job's worker died while it ran, and the executor started it again (Dask "
+    "re-runs a task whose worker was lost); amtlib keeps what the first run reported and does not "
+    "mix the second run's reports into the same record"
+)
+_CANCELLED_WHILE_RUNNING = (
+    "CancelledError: the executor cancelled the job while it ran (Dask does when its workers "
+    "restart or its scheduler is lost); what it reported is kept"
+)
+# How often a job the executor cancels before any report is launched again (it may never have
+# started) before it is recorded as cancelled.
+_MAX_EXECUTOR_CANCELS = 2
 # While it runs, the tuning job's state (runtime so far, the strategy's description) is saved at
 # most this often, so a crash loses little runtime and other processes see progress.
 _STATE_EVERY_SECONDS = 1.0
@@ -103,7 +118,7 @@ class Run:
                 _warn_resuming_failed(self.name, self.jobs, self.limits.max_jobs)
         # Jobs a crash interrupted run again from the start: what they reported is discarded now,
         # before the strategy replays the records, so that no rung or median keeps their values.
-        self.discarded: dict[int, dict[str, int]] = {}
+        self.discarded: dict[int, dict[str, Any]] = {}
         for job in self.jobs:
             if job.status is TrainingJobStatus.IN_PROGRESS and job.reports:
                 self.discarded[job.index] = {
@@ -124,6 +139,8 @@ class Run:
         self.curves = {j.index: self.losses(j) for j in self.jobs}  # loss by step, for the rules
         self.stop_decisions: dict[int, Decision] = {}  # the decision that ended a running job
         self.to_stop: dict[int, str] = {}  # running jobs to stop at their next report
+        self.restarted: set[int] = set()  # running jobs whose function started over (_RESTARTED)
+        self.executor_cancels: dict[int, int] = {}  # index -> cancellations by the executor
         self.exhausted = self.out_of_time = False
         self.interruption: str | None = None  # why fit() ended early, if it did
         self.warned_no_reports = self.warned_no_checkpoint = False
@@ -188,12 +205,26 @@ class Run:
         self.out_of_time = self.time_left() == 0.0
         try:
             while True:
-                self.launch()
+                lost, reconnecting = _executor_health(self.executor)
+                if lost is not None:
+                    raise ExecutorLostError(
+                        f"Tuning job {self.name!r}: the executor can no longer run jobs ({lost}). "
+                        "Finished training jobs are stored, and the running ones re-run when "
+                        "fit() resumes the tuning job. Fix: restart the cluster (or pass a "
+                        "working executor) and call fit() again with the same job_name."
+                    )
+                if not reconnecting:  # a reconnecting Dask client cancels what it is given
+                    self.launch()
                 if not self.running:
+                    if reconnecting:
+                        time.sleep(_STATE_EVERY_SECONDS / 2)
+                        continue
                     break
                 done, _ = wait(self.running, timeout=self.wait_for(), return_when=FIRST_COMPLETED)
-                for future in done:
-                    self.finish(future)
+                # Popped, so that no reference outlives its record: Dask keeps a task's result,
+                # and recomputes it when its worker dies, while its future is referenced.
+                while done:
+                    self.finish(done.pop())
                 if time.monotonic() - self.state_saved >= _STATE_EVERY_SECONDS:
                     with self.lock:
                         self.save_state()  # the runtime so far, should the tuner crash
@@ -295,6 +326,8 @@ class Run:
 
     def finish(self, future: Future[JobOutcome]) -> None:
         job = self.record(future)
+        if job is None:  # the executor cancelled it before it reported: it is launched again
+            return
         self.progress.add([job])
         self.warn_if_never_reported(job)
         self.check_failures(job)
@@ -339,11 +372,22 @@ class Run:
                 stacklevel=5,  # the user's fit() call
             )
 
-    def record(self, future: Future[JobOutcome]) -> TrainingJob:
-        """Store a finished job's record, then tell the strategy."""
+    def record(self, future: Future[JobOutcome]) -> TrainingJob | None:
+        """Store a finished job's record, then tell the strategy; ``None`` when the executor
+        cancelled the job before it reported anything, and it is queued to run again."""
         with self.lock:
             index = self.running.pop(future)
-            return self.settle(self.apply_outcome(self.jobs[index], future))
+            job = self.jobs[index]
+            # The tuner's own cancellations never get here (stop_all and abandon_running take
+            # those futures out of `running`): this one is the executor's.
+            if future.cancelled() and not job.reports:
+                cancels = self.executor_cancels[index] = self.executor_cancels.get(index, 0) + 1
+                if cancels <= _MAX_EXECUTOR_CANCELS:
+                    self.server.unregister(index)
+                    self.discarded[index] = {"why": "cancelled by the executor"}
+                    self.reruns.append(index)
+                    return None
+            return self.settle(self.apply_outcome(job, future))
 
     def settle(self, job: TrainingJob) -> TrainingJob:
         """A job that ended: stored, then told to the strategy (the caller holds the lock)."""
@@ -356,6 +400,17 @@ class Run:
     def apply_outcome(self, job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
         """The job's record once its future is done."""
         now = time.time()
+        if job.index in self.restarted or (future.cancelled() and job.reports):
+            self.restarted.discard(job.index)
+            self.stop_decisions.pop(job.index, None)
+            return job.replace(
+                status=TrainingJobStatus.FAILED,
+                objective_status=ObjectiveStatus.FAILED,
+                metrics=last_reported(job.reports),
+                failure_reason=_CANCELLED_WHILE_RUNNING if future.cancelled() else _RESTARTED,
+                end_time=now,
+                retryable=True,
+            )
         try:
             out = future.result()
         except CancelledError:
@@ -433,6 +488,14 @@ class Run:
                 return Decision(Action.STOP, {"rule": "tuner", "why": "the job has ended"})
             decision = Decision()
             value = metrics.get(self.metric)
+            if value is not None and step <= max(job.steps(self.metric), default=0):
+                # Steps of the objective only increase within a run (report() enforces it): the
+                # function started over. The run is refused, and the job fails as if its worker
+                # had died, which it did (_RESTARTED); nothing of the new run is recorded.
+                self.restarted.add(index)
+                decision = Decision(Action.STOP, {"rule": "tuner", "why": "the job was restarted"})
+                self.stop_decisions[index] = decision
+                return decision
             if index in self.to_stop:
                 decision = Decision(Action.STOP, {"rule": "tuner", "why": self.to_stop[index]})
             elif value is not None and math.isfinite(value):
@@ -669,6 +732,23 @@ def _hash_code(code: types.CodeType, h: Any) -> None:
             h.update(repr(sorted(map(repr, const))).encode())
         else:
             h.update(repr(const).encode())
+
+
+def _executor_health(executor: Executor) -> tuple[str | None, bool]:
+    """``(why the executor is lost, or None; whether it is reconnecting)``.
+
+    Only Dask's executor says: its client, once closed (after failing to reconnect to a lost
+    scheduler), returns futures that never complete, and while it reconnects it cancels them.
+    """
+    status = getattr(getattr(executor, "_client", None), "status", None)
+    if not isinstance(status, str):
+        return None, False
+    if status in ("closing", "closed", "failed"):
+        return (
+            f"its Dask client is {status}: the scheduler is gone, or the client was closed",
+            False,
+        )
+    return None, status == "connecting"
 
 
 def _warn_other_function(

@@ -27,6 +27,13 @@ class WorkerDiedError(AmtlibError, RuntimeError):
     """The worker process running a task ended before returning (``os._exit``, a signal, a segfault)."""
 
 
+class ExecutorLostError(AmtlibError, RuntimeError):
+    """The executor can no longer run jobs (a Dask client closed after losing its scheduler).
+
+    Finished training jobs are stored; the running ones re-run when ``fit()`` resumes the job.
+    """
+
+
 class StoreError(AmtlibError, RuntimeError):
     """The store cannot serve a request (corrupt record, conflicting configuration, ...)."""
 

@@ -222,10 +222,13 @@ def json_safe(value: Any) -> Any:
         try:
             value = value.item()
         except (TypeError, ValueError, RuntimeError):  # torch says RuntimeError
-            shape = getattr(value, "shape", None)
-            listable = callable(getattr(value, "tolist", None)) and shape is not None
-            if listable and math.prod(int(n) for n in shape) <= _MAX_LISTED:
-                return json_safe(value.tolist())
+            shape: Any = getattr(value, "shape", None)
+            if callable(getattr(value, "tolist", None)) and shape is not None:
+                size = 1
+                for n in shape:
+                    size *= int(n)
+                if size <= _MAX_LISTED:
+                    return json_safe(value.tolist())
             return repr(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+
 import pytest
 
-from amtlib import CategoricalParameter, ContinuousParameter, TrainingJobStatus, Tuner
+from amtlib import (
+    CategoricalParameter,
+    ContinuousParameter,
+    ExecutorLostError,
+    TrainingJobStatus,
+    Tuner,
+    TuningJob,
+)
 
 distributed = pytest.importorskip("distributed")  # installed by the dev extras, so this runs in CI
 
@@ -68,3 +78,228 @@ def test_the_scheduler_host_is_found_from_a_client_or_its_executor(client):
     host = client.scheduler.address.split("://", 1)[1].rsplit(":", 1)[0]
     assert _scheduler_host(client) == host
     assert _scheduler_host(client.get_executor()) == host
+
+
+# -- crashes on the cluster (found by fuzzing; each test fails without its fix) -------------------
+
+
+@pytest.fixture
+def fresh_client():
+    """A cluster of its own: these tests kill and restart workers."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def _tune(client, train, tmp_path, **kw):
+    args = dict(
+        objective_type="Minimize",
+        strategy="Random",
+        max_jobs=1,
+        random_seed=0,
+        store=str(tmp_path / "s.db"),
+        executor=client.get_executor(),
+        static_hyperparameters={"dir": str(tmp_path)},
+    )
+    args.update(kw)
+    return Tuner(train, "loss", {"x": ContinuousParameter(0.0, 1.0)}, **args).fit()
+
+
+def test_a_job_dask_reruns_after_its_worker_died_fails_with_its_first_runs_reports(
+    fresh_client, tmp_path
+):
+    # Dask runs a task again elsewhere when its worker dies; the second run's reports (steps from
+    # 1 again) used to be appended to the first's, in one record. It fails, as under the process
+    # executor, keeping the first run's reports.
+    def train(hp):
+        import os
+        import signal
+        from pathlib import Path
+
+        import amtlib
+
+        runs = Path(hp["dir"]) / "runs"
+        first = not runs.exists()
+        runs.write_text(runs.read_text() + "run\n" if runs.exists() else "run\n")
+        for epoch in range(1, 6):
+            amtlib.report(loss=hp["x"] + 1.0 / epoch)
+            if first and epoch == 3:
+                os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-job
+        return hp["x"]
+
+    [job] = _tune(fresh_client, train, tmp_path).training_jobs
+    assert (tmp_path / "runs").read_text() == "run\nrun\n"  # Dask did run it twice
+    assert [r.step for r in job.reports] == [1, 2, 3]
+    assert job.status is TrainingJobStatus.FAILED and job.retryable
+    assert job.failure_reason.startswith("WorkerDiedError: the job's worker died")
+    assert job.metrics["loss"] == pytest.approx(job.hyperparameters["x"] + 1.0 / 3)
+
+
+def test_a_finished_job_is_not_run_again_when_its_idle_worker_dies(fresh_client, tmp_path):
+    # The loop kept the last finished future referenced, so Dask kept its result and computed it
+    # again when the worker holding it died.
+    def train(hp):
+        import os
+        import signal
+        import time
+        from pathlib import Path
+
+        folder = Path(hp["dir"])
+        if hp["role"] == "fast":
+            with open(folder / "fast_runs", "a") as f:
+                f.write(f"{os.getpid()}\n")
+            return 0.0
+        time.sleep(2.0)  # the fast job is recorded meanwhile
+        os.kill(int((folder / "fast_runs").read_text().split()[0]), signal.SIGKILL)
+        time.sleep(2.0)  # long enough for Dask to run the fast job again, if it would
+        return 1.0
+
+    job = Tuner(
+        train,
+        "loss",
+        {"role": CategoricalParameter(["fast", "slow"])},
+        objective_type="Minimize",
+        strategy="Grid",
+        max_parallel_jobs=2,
+        random_seed=0,
+        store=str(tmp_path / "s.db"),
+        executor=fresh_client.get_executor(),
+        static_hyperparameters={"dir": str(tmp_path)},
+    ).fit()
+    assert [j.status for j in job.training_jobs] == [TrainingJobStatus.COMPLETED] * 2
+    assert len((tmp_path / "fast_runs").read_text().split()) == 1
+
+
+def test_a_job_dask_cancels_while_it_runs_fails_keeping_its_reports(fresh_client, tmp_path):
+    # client.restart() cancels running tasks; such a job was recorded as "Cancelled before it
+    # started", its reports dropped, and never re-run.
+    import threading
+    import time
+
+    def train(hp):
+        import time
+        from pathlib import Path
+
+        import amtlib
+
+        for epoch in range(1, 4):
+            amtlib.report(loss=hp["x"] + 1.0 / epoch)
+        (Path(hp["dir"]) / "reported").write_text("3")
+        time.sleep(30)  # the restart lands here
+        return hp["x"]
+
+    def restart_when_reported():
+        while not (tmp_path / "reported").exists():
+            time.sleep(0.05)
+        time.sleep(0.3)  # the third report is recorded
+        # It may lose its own connection as the workers go; the job's record tells what happened.
+        with contextlib.suppress(Exception):
+            fresh_client.restart()
+
+    restarter = threading.Thread(target=restart_when_reported, daemon=True)
+    restarter.start()
+    [job] = _tune(fresh_client, train, tmp_path).training_jobs
+    restarter.join(timeout=30)
+    assert job.status is TrainingJobStatus.FAILED and job.retryable
+    assert job.failure_reason.startswith("CancelledError: the executor cancelled the job")
+    assert [r.step for r in job.reports] == [1, 2, 3]
+
+
+# -- a Dask-like executor whose client loses its scheduler (no cluster needed) --------------------
+
+
+class _Client:
+    status = "running"
+
+
+class _FlakyExecutor(concurrent.futures.Executor):
+    """Runs tasks inline, like Dask's ClientExecutor as far as the tuner can see: a ``_client``
+    with a ``status``; the first ``cancel_first`` submissions come back cancelled, unstarted."""
+
+    def __init__(self, cancel_first=0, close_after=None):
+        self._client = _Client()
+        self.cancel_first, self.close_after, self.submitted = cancel_first, close_after, 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted += 1
+        future = concurrent.futures.Future()
+        if self.submitted <= self.cancel_first:
+            future.cancel()
+            future.set_running_or_notify_cancel()
+        elif self.close_after is not None and self.submitted > self.close_after:
+            self._client.status = "closed"  # never completes, as Dask's closed client does
+        else:
+            future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _quadratic(hp):
+    return (hp["x"] - 0.3) ** 2
+
+
+def _flaky_tune(executor, tmp_path, **kw):
+    return Tuner(
+        _quadratic,
+        "loss",
+        {"x": ContinuousParameter(0.0, 1.0)},
+        objective_type="Minimize",
+        strategy="Random",
+        random_seed=0,
+        job_name="flaky",
+        store=str(tmp_path / "s.db"),
+        executor=executor,
+        **kw,
+    )
+
+
+def test_a_closed_dask_client_ends_fit_with_an_error_instead_of_hanging(tmp_path):
+    with pytest.raises(ExecutorLostError, match=r"Dask client is closed.*Fix: restart the cluster"):
+        _flaky_tune(_FlakyExecutor(close_after=3), tmp_path, max_jobs=6).fit()
+    job = TuningJob.load("flaky", str(tmp_path / "s.db"))
+    assert [j.status for j in job.training_jobs] == [TrainingJobStatus.COMPLETED] * 3 + [
+        TrainingJobStatus.IN_PROGRESS  # re-runs when fit() resumes
+    ]
+    resumed = _flaky_tune(_FlakyExecutor(), tmp_path, max_jobs=6).fit()
+    assert [j.status for j in resumed.training_jobs] == [TrainingJobStatus.COMPLETED] * 6
+    assert resumed.training_jobs[3].attempt == 2
+
+
+def test_a_job_the_executor_cancels_before_it_reports_is_launched_again(tmp_path):
+    job = _flaky_tune(_FlakyExecutor(cancel_first=2), tmp_path, max_jobs=2).fit()
+    first = job.training_jobs[0]
+    assert [j.status for j in job.training_jobs] == [TrainingJobStatus.COMPLETED] * 2
+    assert first.attempt == 3
+    assert [e["why"] for e in first.history if e["event"] == "rerun"] == [
+        "cancelled by the executor"
+    ] * 2
+    # Cancelled a third time, it is recorded as such (Stopped, not a failure of its configuration).
+    again = _flaky_tune(_FlakyExecutor(cancel_first=3), tmp_path / "b", max_jobs=1)
+    (tmp_path / "b").mkdir()
+    [cancelled] = again.fit().training_jobs
+    assert cancelled.status is TrainingJobStatus.STOPPED and cancelled.attempt == 3
+    assert cancelled.failure_reason == "Cancelled before it started"
+
+
+def test_nothing_is_launched_while_the_dask_client_reconnects(tmp_path):
+    class Reconnecting(_Client):
+        checks = 0
+
+        @property
+        def status(self):  # reconnecting for the tuner's first few looks, then back
+            self.checks += 1
+            return "connecting" if self.checks <= 3 else "running"
+
+    class Executor(_FlakyExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            if self._client.status == "connecting":  # what Dask does meanwhile
+                self.cancel_first = self.submitted + 1
+            return super().submit(fn, *args, **kwargs)
+
+    executor = Executor()
+    executor._client = Reconnecting()
+    job = _flaky_tune(executor, tmp_path, max_jobs=3).fit()
+    assert [j.attempt for j in job.training_jobs] == [1, 1, 1] and executor.submitted == 3
