@@ -488,7 +488,8 @@ class Run:
                 return Decision(Action.STOP, {"rule": "tuner", "why": "the job has ended"})
             decision = Decision()
             value = metrics.get(self.metric)
-            if value is not None and step <= max(job.steps(self.metric), default=0):
+            curve = self.curves.get(index)  # steps in the order reported: the last is the largest
+            if value is not None and curve and step <= next(reversed(curve)):
                 # Steps of the objective only increase within a run (report() enforces it): the
                 # function started over. The run is refused, and the job fails as if its worker
                 # had died, which it did (_RESTARTED); nothing of the new run is recorded.

@@ -223,7 +223,8 @@ class Tuner:
             Bayesian: ``initial_design_size``, ``n_candidates``.
         max_jobs: training jobs to launch in all, failed ones included. Grid: the grid's size (the
             default), and only that; a grid over ``MAX_GRID_SIZE`` (1,000,000) configurations is
-            refused. Others: default 1, as in the SDK. Integer arguments take numpy integers too.
+            refused. Others: default 1, as in the SDK (with a warning). Integer arguments take numpy
+            integers too.
         max_parallel_jobs: training jobs running at once (default 1, as in the SDK).
         max_runtime_in_seconds: stop launching when the tuning job has run this long; running jobs are
             stopped where the executor can (the default one can), else waited for.
@@ -335,6 +336,13 @@ class Tuner:
                     f"strategy='Grid'. Got {jobs}. Fix: omit max_jobs, or pass max_jobs={size}."
                 )
             jobs = size
+        elif jobs is None:
+            warnings.warn(
+                "max_jobs was not given, so this tuning job runs 1 training job (the SDK's "
+                "default). Fix: pass max_jobs, e.g. max_jobs=20.",
+                UserWarning,
+                stacklevel=2,
+            )
         runtime = max_runtime_in_seconds
         if runtime is not None and not _positive_seconds(runtime):
             raise ValidationError(

@@ -112,6 +112,17 @@ def test_no_warning_for_gain_like_names_or_an_explicit_objective_type(name, give
     assert [str(w.message) for w in recwarn] == []
 
 
+def test_an_omitted_max_jobs_is_one_job_and_says_so(recwarn):
+    with pytest.warns(UserWarning, match=r"max_jobs was not given.*1 training job") as w:
+        tuner = Tuner(obj.plain_float, "loss", RANGES, objective_type="Minimize", store=":memory:")
+    assert tuner.limits.max_jobs == 1 and w[0].filename == __file__
+    grid = {"k": IntegerParameter(1, 3)}
+    Tuner(
+        obj.plain_float, "loss", grid, objective_type="Minimize", strategy="Grid", store=":memory:"
+    )
+    assert [str(r.message) for r in recwarn] == []  # Grid: the grid's size, nothing to say
+
+
 def test_a_float_return_value_is_the_objective(tmp_path):
     job = make(tmp_path, train=obj.plain_float).fit()
     assert all(j.metrics == {"loss": j.objective_value} for j in job.training_jobs)
