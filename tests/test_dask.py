@@ -19,14 +19,20 @@ from amtlib import (
 distributed = pytest.importorskip("distributed")  # installed by the dev extras, so this runs in CI
 
 
-@pytest.fixture(scope="module")
-def client():
+@contextlib.contextmanager
+def _local_client():
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
         distributed.Client(cluster) as c,
     ):
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client():
+    with _local_client() as c:
         yield c
 
 
@@ -86,27 +92,24 @@ def test_the_scheduler_host_is_found_from_a_client_or_its_executor(client):
 @pytest.fixture
 def fresh_client():
     """A cluster of its own: these tests kill and restart workers."""
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
+    with _local_client() as c:
         yield c
 
 
-def _tune(client, train, tmp_path, **kw):
+def _tuner(executor, train, tmp_path, **kw):
+    """Random search over x in [0, 1], one job unless told; ``hp["dir"]`` is ``tmp_path``."""
     args = dict(
         objective_type="Minimize",
         strategy="Random",
         max_jobs=1,
         random_seed=0,
+        job_name="dask",
         store=str(tmp_path / "s.db"),
-        executor=client.get_executor(),
+        executor=executor,
         static_hyperparameters={"dir": str(tmp_path)},
     )
     args.update(kw)
-    return Tuner(train, "loss", {"x": ContinuousParameter(0.0, 1.0)}, **args).fit()
+    return Tuner(train, "loss", {"x": ContinuousParameter(0.0, 1.0)}, **args)
 
 
 def test_a_job_dask_reruns_after_its_worker_died_fails_with_its_first_runs_reports(
@@ -131,7 +134,7 @@ def test_a_job_dask_reruns_after_its_worker_died_fails_with_its_first_runs_repor
                 os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-job
         return hp["x"]
 
-    [job] = _tune(fresh_client, train, tmp_path).training_jobs
+    [job] = _tuner(fresh_client.get_executor(), train, tmp_path).fit().training_jobs
     assert (tmp_path / "runs").read_text() == "run\nrun\n"  # Dask did run it twice
     assert [r.step for r in job.reports] == [1, 2, 3]
     assert job.status is TrainingJobStatus.FAILED and job.retryable
@@ -202,7 +205,7 @@ def test_a_job_dask_cancels_while_it_runs_fails_keeping_its_reports(fresh_client
 
     restarter = threading.Thread(target=restart_when_reported, daemon=True)
     restarter.start()
-    [job] = _tune(fresh_client, train, tmp_path).training_jobs
+    [job] = _tuner(fresh_client.get_executor(), train, tmp_path).fit().training_jobs
     restarter.join(timeout=30)
     assert job.status is TrainingJobStatus.FAILED and job.retryable
     assert job.failure_reason.startswith("CancelledError: the executor cancelled the job")
@@ -242,24 +245,13 @@ def _quadratic(hp):
 
 
 def _flaky_tune(executor, tmp_path, **kw):
-    return Tuner(
-        _quadratic,
-        "loss",
-        {"x": ContinuousParameter(0.0, 1.0)},
-        objective_type="Minimize",
-        strategy="Random",
-        random_seed=0,
-        job_name="flaky",
-        store=str(tmp_path / "s.db"),
-        executor=executor,
-        **kw,
-    )
+    return _tuner(executor, _quadratic, tmp_path, **kw)
 
 
 def test_a_closed_dask_client_ends_fit_with_an_error_instead_of_hanging(tmp_path):
     with pytest.raises(ExecutorLostError, match=r"Dask client is closed.*Fix: restart the cluster"):
         _flaky_tune(_FlakyExecutor(close_after=3), tmp_path, max_jobs=6).fit()
-    job = TuningJob.load("flaky", str(tmp_path / "s.db"))
+    job = TuningJob.load("dask", str(tmp_path / "s.db"))
     assert [j.status for j in job.training_jobs] == [TrainingJobStatus.COMPLETED] * 3 + [
         TrainingJobStatus.IN_PROGRESS  # re-runs when fit() resumes
     ]
