@@ -88,8 +88,11 @@ def _positive_int(name: str, value: Any, *, optional: bool, fix: str) -> int | N
     return int(value)
 
 
-# Metric names that read like something to minimise (for the warning on a defaulted Maximize).
-_LOSS_LIKE = re.compile(r"loss|error|(?<![a-z])(err|mse|rmse|mae|nll|regret)(?![a-z])", re.I)
+# Metric names that read like something to minimise (for the warning on a defaulted Maximize),
+# unless negated as scikit-learn's scorers are ("neg_log_loss" is maximised).
+_LOSS_LIKE = re.compile(
+    r"^(?!.*(?<![a-z])neg).*(loss|error|(?<![a-z])(err|mse|rmse|mae|nll|regret)(?![a-z]))", re.I
+)
 
 
 def _parse_objective_type(value: Any) -> ObjectiveType:

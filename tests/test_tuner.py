@@ -102,6 +102,8 @@ def test_a_loss_left_to_the_default_maximize_is_warned_about(name):
         ("accuracy", None),
         ("f1", None),
         ("terrain_score", None),
+        ("neg_log_loss", None),  # scikit-learn's scorers negate losses: maximised
+        ("cv:neg_mean_squared_error", None),
         ("loss", "Maximize"),
         ("loss", "min"),
     ],
