@@ -560,6 +560,10 @@ class Run:
             else:
                 with self.lock:
                     self.to_stop[self.running[future]] = reason
+        with self.lock:  # cancelled by the executor and waiting to be launched again: they won't be
+            for index in [i for i in self.reruns if i in self.executor_cancels]:
+                self.reruns.remove(index)
+                self.settle(self.killed(self.jobs[index], reason))
 
     def killed(self, job: TrainingJob, reason: str) -> TrainingJob:
         """The record of a running job the tuner killed: as if stopped at its last report (the

@@ -221,18 +221,21 @@ class _Client:
 
 class _FlakyExecutor(concurrent.futures.Executor):
     """Runs tasks inline, like Dask's ClientExecutor as far as the tuner can see: a ``_client``
-    with a ``status``; the first ``cancel_first`` submissions come back cancelled, unstarted."""
+    with a ``status``. Submissions numbered in ``cancel`` (from 1) come back cancelled, unstarted
+    (then ``on_cancel()`` runs); after ``close_after`` submissions the client closes."""
 
-    def __init__(self, cancel_first=0, close_after=None):
+    def __init__(self, cancel=(), close_after=None, on_cancel=lambda: None):
         self._client = _Client()
-        self.cancel_first, self.close_after, self.submitted = cancel_first, close_after, 0
+        self.cancel, self.close_after, self.on_cancel = set(cancel), close_after, on_cancel
+        self.submitted = 0
 
     def submit(self, fn, /, *args, **kwargs):
         self.submitted += 1
         future = concurrent.futures.Future()
-        if self.submitted <= self.cancel_first:
+        if self.submitted in self.cancel:
             future.cancel()
             future.set_running_or_notify_cancel()
+            self.on_cancel()
         elif self.close_after is not None and self.submitted > self.close_after:
             self._client.status = "closed"  # never completes, as Dask's closed client does
         else:
@@ -261,7 +264,7 @@ def test_a_closed_dask_client_ends_fit_with_an_error_instead_of_hanging(tmp_path
 
 
 def test_a_job_the_executor_cancels_before_it_reports_is_launched_again(tmp_path):
-    job = _flaky_tune(_FlakyExecutor(cancel_first=2), tmp_path, max_jobs=2).fit()
+    job = _flaky_tune(_FlakyExecutor(cancel={1, 2}), tmp_path, max_jobs=2).fit()
     first = job.training_jobs[0]
     assert [j.status for j in job.training_jobs] == [TrainingJobStatus.COMPLETED] * 2
     assert first.attempt == 3
@@ -269,7 +272,7 @@ def test_a_job_the_executor_cancels_before_it_reports_is_launched_again(tmp_path
         "cancelled by the executor"
     ] * 2
     # Cancelled a third time, it is recorded as such (Stopped, not a failure of its configuration).
-    again = _flaky_tune(_FlakyExecutor(cancel_first=3), tmp_path / "b", max_jobs=1)
+    again = _flaky_tune(_FlakyExecutor(cancel={1, 2, 3}), tmp_path / "b", max_jobs=1)
     (tmp_path / "b").mkdir()
     [cancelled] = again.fit().training_jobs
     assert cancelled.status is TrainingJobStatus.STOPPED and cancelled.attempt == 3
@@ -288,10 +291,28 @@ def test_nothing_is_launched_while_the_dask_client_reconnects(tmp_path):
     class Executor(_FlakyExecutor):
         def submit(self, fn, /, *args, **kwargs):
             if self._client.status == "connecting":  # what Dask does meanwhile
-                self.cancel_first = self.submitted + 1
+                self.cancel.add(self.submitted + 1)
             return super().submit(fn, *args, **kwargs)
 
     executor = Executor()
     executor._client = Reconnecting()
     job = _flaky_tune(executor, tmp_path, max_jobs=3).fit()
     assert [j.attempt for j in job.training_jobs] == [1, 1, 1] and executor.submitted == 3
+
+
+def test_a_relaunch_still_waiting_at_the_time_limit_is_recorded_not_left_in_progress(tmp_path):
+    from amtlib._run import Run
+    from amtlib.store import SQLiteStore
+
+    times_up = []
+    executor = _FlakyExecutor(cancel={2}, on_cancel=lambda: times_up.append(True))
+    tuner = _flaky_tune(executor, tmp_path, max_jobs=3, max_runtime_in_seconds=100)
+    run = Run(tuner, SQLiteStore(str(tmp_path / "s.db")), progress=False)
+    run.clock = lambda: 1e9 if times_up else 0.0  # the time runs out as job 2 is cancelled
+    run.execute()
+    job = TuningJob.load("dask", str(tmp_path / "s.db"))
+    assert [j.status for j in job.training_jobs] == [
+        TrainingJobStatus.COMPLETED,
+        TrainingJobStatus.STOPPED,
+    ]
+    assert job.training_jobs[1].stop_reason["why"] == "MaxRuntimeInSeconds reached"
