@@ -9,6 +9,7 @@ function) reaches the tuner as an exception on the future.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -80,16 +81,25 @@ def _with_source_file(function: Any, main_file: str | None) -> Any:
     pending = [function]
     while pending:
         f = pending.pop()
-        if not isinstance(f, types.FunctionType) or id(f) in seen:
+        if id(f) in seen:
             continue
         seen.add(id(f))
-        if f.__module__ != "__main__" or f.__code__.co_filename != _SHIPPED_CODE:
-            continue
-        f.__code__ = _renamed(f.__code__, main_file)
-        pending.extend(f.__globals__.values())
-        for cell in f.__closure__ or ():
-            with contextlib.suppress(ValueError):  # an empty cell
-                pending.append(cell.cell_contents)
+        if isinstance(f, functools.partial):
+            pending += [f.func, *f.args, *f.keywords.values()]
+        elif isinstance(f, (types.MethodType, staticmethod, classmethod)):
+            pending.append(f.__func__)
+        elif isinstance(f, type) and f.__module__ == "__main__":  # its methods
+            pending += list(vars(f).values())
+        elif (
+            isinstance(f, types.FunctionType)
+            and f.__module__ == "__main__"
+            and f.__code__.co_filename == _SHIPPED_CODE
+        ):
+            f.__code__ = _renamed(f.__code__, main_file)
+            pending += list(f.__globals__.values())
+            for cell in f.__closure__ or ():
+                with contextlib.suppress(ValueError):  # an empty cell
+                    pending.append(cell.cell_contents)
     return function
 
 

@@ -22,6 +22,7 @@ import math
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +30,7 @@ import types
 import warnings
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,8 +113,9 @@ class Run:
             )
             self.jobs = store.get_training_jobs(self.name)
             before = stored.get("training_function")
-            if before is not None and before != function["training_function"] and self.jobs:
-                _warn_other_function(self.name, before, function["training_function"], self.jobs)
+            now = function["training_function"]
+            if isinstance(before, dict) and not same_function(before, now) and self.jobs:
+                _warn_other_function(self.name, before, now, self.jobs)
             if state.get("status") == "Failed":
                 _warn_resuming_failed(self.name, self.jobs, self.limits.max_jobs)
         # Jobs a crash interrupted run again from the start: what they reported is discarded now,
@@ -140,7 +142,9 @@ class Run:
         self.stop_decisions: dict[int, Decision] = {}  # the decision that ended a running job
         self.to_stop: dict[int, str] = {}  # running jobs to stop at their next report
         self.restarted: set[int] = set()  # running jobs whose function started over (_RESTARTED)
-        self.executor_cancels: dict[int, int] = {}  # index -> cancellations by the executor
+        self.new_client: set[int] = set()  # running jobs whose next report is a new client's first
+        self.executor_cancels: dict[int, int] = {}  # index -> cancellations by a working executor
+        self.relaunches: deque[int] = deque()  # cancelled by the executor, to launch again
         self.exhausted = self.out_of_time = False
         self.interruption: str | None = None  # why fit() ended early, if it did
         self.warned_no_reports = self.warned_no_checkpoint = False
@@ -198,6 +202,7 @@ class Run:
             self.on_report,
             host=self.tuner.report_host,
             advertise_host=_advertised_host(self.tuner.report_host, self.executor),
+            on_new_client=self.on_new_client,
         ).start()
         self.save_state(status="InProgress", end_time=None, completion_reason=None)
         status = "Stopped"
@@ -205,18 +210,25 @@ class Run:
         self.out_of_time = self.time_left() == 0.0
         try:
             while True:
+                if time.monotonic() - self.state_saved >= _STATE_EVERY_SECONDS:
+                    with self.lock:
+                        self.save_state()  # the runtime so far, should the tuner crash
+                if not self.out_of_time and self.time_left() == 0.0:
+                    self.out_of_time = True
+                    self.stop_all("MaxRuntimeInSeconds reached")
                 lost, reconnecting = _executor_health(self.executor)
                 if lost is not None:
                     raise ExecutorLostError(
                         f"Tuning job {self.name!r}: the executor can no longer run jobs ({lost}). "
-                        "Finished training jobs are stored, and the running ones re-run when "
-                        "fit() resumes the tuning job. Fix: restart the cluster (or pass a "
-                        "working executor) and call fit() again with the same job_name."
+                        "Finished training jobs are stored, and the ones still to run or "
+                        "relaunch run when fit() resumes the tuning job. Fix: restart the "
+                        "cluster (or pass a working executor) and call fit() again with the "
+                        "same job_name."
                     )
                 if not reconnecting:  # a reconnecting Dask client cancels what it is given
                     self.launch()
                 if not self.running:
-                    if reconnecting:
+                    if reconnecting and not self.out_of_time:
                         time.sleep(_STATE_EVERY_SECONDS / 2)
                         continue
                     break
@@ -225,12 +237,6 @@ class Run:
                 # and recomputes it when its worker dies, while its future is referenced.
                 while done:
                     self.finish(done.pop())
-                if time.monotonic() - self.state_saved >= _STATE_EVERY_SECONDS:
-                    with self.lock:
-                        self.save_state()  # the runtime so far, should the tuner crash
-                if not self.out_of_time and self.time_left() == 0.0:
-                    self.out_of_time = True
-                    self.stop_all("MaxRuntimeInSeconds reached")
             status = "Completed"
         except TuningJobFailedError as exc:
             status = "Failed"
@@ -278,6 +284,17 @@ class Run:
     def next_job(self) -> tuple[TrainingJob, int] | None:
         """The next job to launch and the step it resumes from; ``None`` when nothing is due."""
         now = time.time()
+        if self.relaunches:  # cancelled by the executor: again, from where this attempt began
+            old = self.jobs[self.relaunches.popleft()]
+            step = _attempt_start(old)
+            event = {
+                "event": "relaunched",
+                "time": now,
+                "step": step,
+                "attempt": old.attempt + 1,
+                "why": "cancelled by the executor",
+            }
+            return old.replace(attempt=old.attempt + 1, history=(*old.history, event)), step
         if self.reruns:  # interrupted by a crash of the tuner: run again from the start
             old = self.jobs[self.reruns.popleft()]
             event = {
@@ -379,15 +396,34 @@ class Run:
             index = self.running.pop(future)
             job = self.jobs[index]
             # The tuner's own cancellations never get here (stop_all and abandon_running take
-            # those futures out of `running`): this one is the executor's.
-            if future.cancelled() and not job.reports:
-                cancels = self.executor_cancels[index] = self.executor_cancels.get(index, 0) + 1
-                if cancels <= _MAX_EXECUTOR_CANCELS:
-                    self.server.unregister(index)
-                    self.discarded[index] = {"why": "cancelled by the executor"}
-                    self.reruns.append(index)
+            # those futures out of `running`): this one is the executor's. Launched again when it
+            # had not reported in this attempt (it may never have started), and whatever the job
+            # had done when the executor is losing its cluster (a Dask client reconnecting).
+            if future.cancelled():
+                start = _attempt_start(job)
+                reported = any(r.step > start for r in job.reports)
+                healthy = _executor_health(self.executor) == (None, False)
+                if healthy:
+                    self.executor_cancels[index] = self.executor_cancels.get(index, 0) + 1
+                if not healthy or (
+                    not reported and self.executor_cancels[index] <= _MAX_EXECUTOR_CANCELS
+                ):
+                    self.relaunch(job, start)
                     return None
             return self.settle(self.apply_outcome(job, future))
+
+    def relaunch(self, job: TrainingJob, start: int) -> None:
+        """Queue a job the executor cancelled, without what this attempt reported (the caller
+        holds the lock); it stays InProgress in the store until then, so a crash re-runs it."""
+        self.server.unregister(job.index)
+        kept = tuple(r for r in job.reports if r.step <= start)
+        if len(kept) < len(job.reports):
+            self.store.delete_reports(self.name, job.index)
+            for position, report in enumerate(kept):
+                self.store.add_report(self.name, job.index, position, report)
+            self.jobs[job.index] = job = job.replace(reports=kept)
+            self.curves[job.index] = self.losses(job)
+        self.relaunches.append(job.index)
 
     def settle(self, job: TrainingJob) -> TrainingJob:
         """A job that ended: stored, then told to the strategy (the caller holds the lock)."""
@@ -400,12 +436,22 @@ class Run:
     def apply_outcome(self, job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
         """The job's record once its future is done."""
         now = time.time()
-        if job.index in self.restarted or (future.cancelled() and job.reports):
+        if job.index in self.restarted or future.cancelled():  # (record() relaunches the others)
             self.restarted.discard(job.index)
             self.stop_decisions.pop(job.index, None)
+            start = _attempt_start(job)
+            if future.cancelled() and not any(r.step > start for r in job.reports):
+                return job.replace(
+                    status=TrainingJobStatus.STOPPED,
+                    end_time=now,
+                    objective_status=ObjectiveStatus.FAILED,
+                    objective_value=None,
+                    failure_reason=_CANCELLED_BEFORE_START,
+                )
             return job.replace(
                 status=TrainingJobStatus.FAILED,
                 objective_status=ObjectiveStatus.FAILED,
+                objective_value=None,
                 metrics=last_reported(job.reports),
                 failure_reason=_CANCELLED_WHILE_RUNNING if future.cancelled() else _RESTARTED,
                 end_time=now,
@@ -413,17 +459,11 @@ class Run:
             )
         try:
             out = future.result()
-        except CancelledError:
-            return job.replace(
-                status=TrainingJobStatus.STOPPED,
-                end_time=now,
-                objective_status=ObjectiveStatus.FAILED,
-                failure_reason=_CANCELLED_BEFORE_START,
-            )
         except Exception as exc:  # the machinery failed, not the training function
             return job.replace(
                 status=TrainingJobStatus.FAILED,
                 objective_status=ObjectiveStatus.FAILED,
+                objective_value=None,  # a promoted job's value from before its pause is not it
                 metrics=last_reported(job.reports),  # what it reported before its worker died
                 failure_reason=f"{type(exc).__name__}: {exc}",
                 end_time=now,
@@ -489,10 +529,19 @@ class Run:
             decision = Decision()
             value = metrics.get(self.metric)
             curve = self.curves.get(index)  # steps in the order reported: the last is the largest
-            if value is not None and curve and step <= next(reversed(curve)):
-                # Steps of the objective only increase within a run (report() enforces it): the
-                # function started over. The run is refused, and the job fails as if its worker
-                # had died, which it did (_RESTARTED); nothing of the new run is recorded.
+            first = index in self.new_client
+            self.new_client.discard(index)
+            if (
+                first
+                and value is not None
+                and curve
+                and step <= next(reversed(curve))
+                and step == _attempt_start(job) + 1
+            ):
+                # A new client whose first report is this attempt's first step, already reported:
+                # the function started over (a forked child continues its parent's steps). The
+                # run is refused, and the job fails as if its worker had died, which it did
+                # (_RESTARTED); nothing of the new run is recorded.
                 self.restarted.add(index)
                 decision = Decision(Action.STOP, {"rule": "tuner", "why": "the job was restarted"})
                 self.stop_decisions[index] = decision
@@ -519,6 +568,11 @@ class Run:
             if decision.stops():
                 self.stop_decisions[index] = decision
             return decision
+
+    def on_new_client(self, index: int) -> None:
+        """The report server's note that the next report of ``index`` is a new client's first."""
+        with self.lock:
+            self.new_client.add(index)
 
     def in_metric_units(self, decision: Decision) -> Decision:
         """The decision with the values in its reason as the metric reports them: the rules compare
@@ -561,8 +615,8 @@ class Run:
                 with self.lock:
                     self.to_stop[self.running[future]] = reason
         with self.lock:  # cancelled by the executor and waiting to be launched again: they won't be
-            for index in [i for i in self.reruns if i in self.executor_cancels]:
-                self.reruns.remove(index)
+            while self.relaunches:
+                index = self.relaunches.popleft()
                 self.settle(self.killed(self.jobs[index], reason))
 
     def killed(self, job: TrainingJob, reason: str) -> TrainingJob:
@@ -724,7 +778,18 @@ def function_fingerprint(function: Callable[..., Any]) -> dict[str, str | None]:
         h = hashlib.sha256()
         _hash_code(code, h)
         digest = h.hexdigest()[:16]
-    return {"name": f"{module}.{name}", "code": digest}
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"  # bytecode differs across them
+    return {"name": f"{module}.{name}", "code": digest, "python": version}
+
+
+def same_function(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether two fingerprints are of one function: by code when both have it under the same
+    Python (a script's ``__main__.train`` imported later as ``mod.train`` is the same), else by
+    name."""
+    comparable = before.get("python") == now.get("python") and before.get("code") is not None
+    if comparable and now.get("code") is not None:
+        return bool(before["code"] == now["code"])
+    return bool(before.get("name") == now.get("name"))
 
 
 def _hash_code(code: types.CodeType, h: Any) -> None:
@@ -737,6 +802,17 @@ def _hash_code(code: types.CodeType, h: Any) -> None:
             h.update(repr(sorted(map(repr, const))).encode())
         else:
             h.update(repr(const).encode())
+
+
+def _attempt_start(job: TrainingJob) -> int:
+    """The step the job's current attempt resumed from: 0, or where it was promoted (or relaunched)
+    from; a re-run after a crash starts again from 0."""
+    for event in reversed(job.history):
+        if event.get("event") in ("promoted", "relaunched"):
+            return int(event.get("step", 0))
+        if event.get("event") == "rerun":
+            return 0
+    return 0
 
 
 def _executor_health(executor: Executor) -> tuple[str | None, bool]:
@@ -776,12 +852,17 @@ def _warn_other_function(
 
 
 def _warn_resuming_failed(name: str, jobs: list[TrainingJob], max_jobs: int) -> None:
-    failed = sum(j.objective_status is not ObjectiveStatus.SUCCEEDED for j in jobs)
+    running = sum(j.status is TrainingJobStatus.IN_PROGRESS for j in jobs)  # they re-run
+    failed = sum(
+        j.status is not TrainingJobStatus.IN_PROGRESS
+        and j.objective_status is not ObjectiveStatus.SUCCEEDED
+        for j in jobs
+    )
     warnings.warn(
         f"Tuning job {name!r} ended Failed (its first training jobs all failed); fit() resumes it, "
         f"and its {failed} failed training jobs count toward max_jobs ({max_jobs}), so "
-        f"{max(max_jobs - len(jobs), 0)} more will run. Fix: to start afresh after correcting the "
-        "training function, pass a new job_name.",
+        f"{max(max_jobs - len(jobs), 0) + running} more will run. Fix: to start afresh after "
+        "correcting the training function, pass a new job_name.",
         UserWarning,
         stacklevel=4,  # the user's fit() call (via Run.__init__)
     )

@@ -224,11 +224,14 @@ def json_safe(value: Any) -> Any:
         except (TypeError, ValueError, RuntimeError):  # torch says RuntimeError
             shape: Any = getattr(value, "shape", None)
             if callable(getattr(value, "tolist", None)) and shape is not None:
-                size = 1
-                for n in shape:
-                    size *= int(n)
-                if size <= _MAX_LISTED:
-                    return json_safe(value.tolist())
+                try:  # a sparse tensor's tolist() raises; a shape may hold None
+                    size = 1
+                    for n in shape:
+                        size *= int(n)
+                    if size <= _MAX_LISTED:
+                        return json_safe(value.tolist())
+                except Exception:
+                    pass
             return repr(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -457,6 +457,9 @@ class ReportServer:
         advertise_host: the host name or address workers connect to, when it differs from
             ``host`` (a Dask cluster on other hosts). Default: ``host``, or this machine's host
             name when ``host`` is a wildcard address.
+        on_new_client: called with the job id, on the server's thread, just before ``decide``
+            sees the first report of a client new to that job (a new run of the job's function,
+            or a forked child of one).
 
     Example:
         >>> with ReportServer(lambda job, step, metrics, t: Decision()) as server:
@@ -472,6 +475,7 @@ class ReportServer:
         host: str = "127.0.0.1",
         port: int = 0,
         advertise_host: str | None = None,
+        on_new_client: Callable[[int], None] | None = None,
     ) -> None:
         if not callable(decide):
             raise ValidationError(
@@ -485,6 +489,7 @@ class ReportServer:
                 f"{describe_value(port)} instead. Fix: pass 0 to pick a free port."
             )
         self._decide = decide
+        self._on_new_client = on_new_client
         self._host, self._port = host, port
         self._advertise_host = advertise_host
         self._jobs: dict[int, _Job] = {}
@@ -859,6 +864,11 @@ class ReportServer:
             step, metrics, timestamp = _parse_report(message)
         except ValueError as exc:
             raise _Rejected(f"malformed report of job id {job_id}: {exc}") from None
+        if sender is None and self._on_new_client is not None:
+            try:  # just before its first report reaches decide
+                self._on_new_client(job_id)
+            except Exception:
+                logger.exception("report server: on_new_client() raised for job id %d", job_id)
         decision = self._call_decide(job_id, step, metrics, timestamp)
         reply = _encode(
             job.secret,

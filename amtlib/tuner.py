@@ -91,7 +91,9 @@ def _positive_int(name: str, value: Any, *, optional: bool, fix: str) -> int | N
 # Metric names that read like something to minimise (for the warning on a defaulted Maximize),
 # unless negated as scikit-learn's scorers are ("neg_log_loss" is maximised).
 _LOSS_LIKE = re.compile(
-    r"^(?!.*(?<![a-z])neg).*(loss|error|(?<![a-z])(err|mse|rmse|mae|nll|regret)(?![a-z]))", re.I
+    r"^(?!.*(?<![a-z])neg(?![a-z])).*(loss|error|negative\W?_?log\W?_?likelihood|"
+    r"(?<![a-z])(err|mse|rmse|mae|nll|regret)(?![a-z]))",
+    re.I,
 )
 
 

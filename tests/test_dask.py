@@ -99,6 +99,7 @@ def fresh_client():
 def _tuner(executor, train, tmp_path, **kw):
     """Random search over x in [0, 1], one job unless told; ``hp["dir"]`` is ``tmp_path``."""
     args = dict(
+        hyperparameter_ranges={"x": ContinuousParameter(0.0, 1.0)},
         objective_type="Minimize",
         strategy="Random",
         max_jobs=1,
@@ -109,7 +110,7 @@ def _tuner(executor, train, tmp_path, **kw):
         static_hyperparameters={"dir": str(tmp_path)},
     )
     args.update(kw)
-    return Tuner(train, "loss", {"x": ContinuousParameter(0.0, 1.0)}, **args)
+    return Tuner(train, "loss", **args)
 
 
 def test_a_job_dask_reruns_after_its_worker_died_fails_with_its_first_runs_reports(
@@ -268,8 +269,8 @@ def test_a_job_the_executor_cancels_before_it_reports_is_launched_again(tmp_path
     first = job.training_jobs[0]
     assert [j.status for j in job.training_jobs] == [TrainingJobStatus.COMPLETED] * 2
     assert first.attempt == 3
-    assert [e["why"] for e in first.history if e["event"] == "rerun"] == [
-        "cancelled by the executor"
+    assert [(e["why"], e["step"]) for e in first.history if e["event"] == "relaunched"] == [
+        ("cancelled by the executor", 0)
     ] * 2
     # Cancelled a third time, it is recorded as such (Stopped, not a failure of its configuration).
     again = _flaky_tune(_FlakyExecutor(cancel={1, 2, 3}), tmp_path / "b", max_jobs=1)
@@ -316,3 +317,134 @@ def test_a_relaunch_still_waiting_at_the_time_limit_is_recorded_not_left_in_prog
         TrainingJobStatus.STOPPED,
     ]
     assert job.training_jobs[1].stop_reason["why"] == "MaxRuntimeInSeconds reached"
+
+
+# -- review of the above: what the restart and cancel rules must not catch ------------------------
+
+
+def _fork_reports(hp):
+    import os
+
+    import amtlib
+
+    amtlib.report(loss=1.0)  # step 1
+    child = os.fork()
+    if child == 0:  # e.g. an evaluation subprocess reporting the loss: step 2 on its copy
+        try:
+            amtlib.report(loss=0.9)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    amtlib.report(loss=0.5)  # step 2 on the parent's counter: not a restart
+    return 0.5
+
+
+def test_a_forked_child_reporting_the_objective_is_not_taken_for_a_restart(tmp_path):
+    [job] = _tuner("inline", _fork_reports, tmp_path).fit().training_jobs
+    assert job.status is TrainingJobStatus.COMPLETED and job.failure_reason is None
+    assert [r.step for r in job.reports] == [1, 2, 2]
+
+
+def _checkpointed_curve(hp):
+    from pathlib import Path
+
+    import amtlib
+
+    job = amtlib.current_job()
+    for epoch in range(job.resume_step + 1, 10):
+        (Path(job.checkpoint_dir) / "epoch").write_text(str(epoch))
+        amtlib.report(loss=hp["x"] + 1.0 / epoch)
+
+
+def test_a_promoted_job_cancelled_before_it_reports_is_relaunched_from_its_checkpoint(tmp_path):
+    # Its reports from before the pause are not this attempt's: it used to be failed, keeping the
+    # value it paused at as a "failed" objective.
+    executor = _FlakyExecutor()
+    tuner = _tuner(
+        executor,
+        _checkpointed_curve,
+        tmp_path,
+        hyperparameter_ranges={"x": CategoricalParameter([0.1, 0.2])},
+        strategy="Hyperband",
+        strategy_config={"max_resource": 9, "mode": "promotion", "brackets": 1},
+        max_jobs=2,
+    )
+    original = executor.submit
+
+    def cancel_promotions(fn, /, spec, **kwargs):  # the first launch of every resumed attempt
+        if spec.resume_step and not any(e["event"] == "relaunched" for e in tuner_job(spec)):
+            executor.cancel.add(executor.submitted + 1)
+        return original(fn, spec, **kwargs)
+
+    def tuner_job(spec):
+        return TuningJob.load("dask", str(tmp_path / "s.db")).training_jobs[spec.index].history
+
+    executor.submit = cancel_promotions
+    job = tuner.fit()
+    relaunched = [
+        j for j in job.training_jobs if any(e["event"] == "relaunched" for e in j.history)
+    ]
+    assert relaunched, [j.history for j in job.training_jobs]
+    for j in relaunched:
+        event = next(e for e in j.history if e["event"] == "relaunched")
+        steps = [r.step for r in j.reports]
+        assert event["step"] > 0 and steps == list(range(1, len(steps) + 1))  # no step repeated
+        assert j.status is TrainingJobStatus.COMPLETED and j.failure_reason is None
+
+
+def test_jobs_cancelled_while_the_client_reconnects_re_run_when_fit_resumes(tmp_path):
+    # Dask's client cancels every future while it reconnects, then closes: those jobs used to be
+    # failed although the error said they would re-run.
+    class Losing(_FlakyExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            if self.submitted == 2:  # the third job reports, then its scheduler goes
+                fn(*args, **kwargs)
+                self._client.status = "connecting"
+                self.cancel.add(3)
+                self.on_cancel = lambda: setattr(self._client, "status", "closed")
+            return super().submit(fn, *args, **kwargs)
+
+    def reports(hp):
+        import amtlib
+
+        amtlib.report(loss=hp["x"])
+        return hp["x"]
+
+    with pytest.raises(ExecutorLostError):
+        _tuner(Losing(), reports, tmp_path, max_jobs=4).fit()
+    job = TuningJob.load("dask", str(tmp_path / "s.db"))
+    assert [j.status for j in job.training_jobs] == [TrainingJobStatus.COMPLETED] * 2 + [
+        TrainingJobStatus.IN_PROGRESS
+    ]
+    assert job.training_jobs[2].reports == ()  # dropped: the job runs again from the start
+    resumed = _tuner(_FlakyExecutor(), reports, tmp_path, max_jobs=4).fit()
+    assert [j.status for j in resumed.training_jobs] == [TrainingJobStatus.COMPLETED] * 4
+
+
+def test_no_job_is_launched_after_the_time_limit_passed_while_reconnecting(tmp_path):
+    from amtlib._run import Run
+    from amtlib.store import SQLiteStore
+
+    class Clock:
+        now = 0.0
+
+    class Reconnects(_FlakyExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            if self.submitted == 1:  # after the first job: the client reconnects for 200 s
+                self._client.status = "connecting"
+            return super().submit(fn, *args, **kwargs)
+
+    executor = Reconnects()
+    tuner = _flaky_tune(executor, tmp_path, max_jobs=5, max_runtime_in_seconds=100)
+    run = Run(tuner, SQLiteStore(str(tmp_path / "s.db")), progress=False)
+
+    def clock():
+        if executor._client.status == "connecting":
+            Clock.now += 50.0
+            if Clock.now > 200:
+                executor._client.status = "running"
+        return Clock.now
+
+    run.clock = clock
+    run.execute()
+    assert executor.submitted == 2  # the running one, and nothing once the time was up

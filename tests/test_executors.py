@@ -695,28 +695,35 @@ def test_a_process_job_traceback_names_the_user_script_and_its_lines(tmp_path: P
     done = _run_script(
         tmp_path,
         """
-        import json
+        import functools, json
         from amtlib import ContinuousParameter, Tuner
 
         def helper(x):
             return 1 / (x * 0)  # the faulty line
 
-        def train(hp):
-            return (lambda: helper(hp["x"]))()
+        class Model:
+            def fit(self, x):
+                return helper(x)
 
-        job = Tuner(
-            train, "loss", {"x": ContinuousParameter(0, 1)}, objective_type="Minimize",
-            strategy="Random", max_jobs=1, random_seed=0, store=":memory:",
-            executor="process", initial_failure_limit=None,
-        ).fit()
-        print(json.dumps(job.training_jobs[0].traceback))
+        def train(hp, scale=1.0):
+            return (lambda: Model().fit(hp["x"] * scale))()
+
+        traces = []
+        for function in (train, functools.partial(train, scale=2.0)):
+            job = Tuner(
+                function, "loss", {"x": ContinuousParameter(0, 1)}, objective_type="Minimize",
+                strategy="Random", max_jobs=1, random_seed=0, store=":memory:",
+                executor="process", initial_failure_limit=None,
+            ).fit()
+            traces.append(job.training_jobs[0].traceback)
+        print(json.dumps(traces))
         """,
     )
-    trace = _last_json_line(done)
     script = str(tmp_path / "user_script.py")
-    for line, function in [(9, "train"), (9, "<lambda>"), (6, "helper")]:
-        assert f'File "{script}", line {line}, in {function}' in trace, trace
-    assert "return 1 / (x * 0)  # the faulty line" in trace and "<dynamic-code>" not in trace
+    for trace in _last_json_line(done):  # the function itself, then a partial of it
+        for line, function in [(13, "train"), (13, "<lambda>"), (10, "fit"), (6, "helper")]:
+            assert f'File "{script}", line {line}, in {function}' in trace, trace
+        assert "return 1 / (x * 0)  # the faulty line" in trace and "<dynamic-code>" not in trace
 
 
 def test_forgotten_shutdown_kills_workers_at_exit(tmp_path: Path) -> None:

@@ -177,6 +177,21 @@ class _TensorLike:
         return [0.5, 1.0]
 
 
+class _SparseLike(_TensorLike):
+    def tolist(self):
+        raise RuntimeError("tolist() is not supported for sparse tensors")
+
+
+class _UnknownShape(_TensorLike):
+    shape = (None, 2)
+
+
+@pytest.mark.parametrize("odd", [_SparseLike(), _UnknownShape()])
+def test_an_array_metric_that_cannot_be_listed_is_stored_as_its_repr(odd):
+    metrics, problem = parse_result({"loss": 0.5, "odd": odd}, "loss")
+    assert problem is None and metrics["odd"] == repr(odd)
+
+
 def test_returned_array_metrics_are_stored_as_lists_when_small():
     big = np.arange(2000.0)
     returned = {"loss": 0.5, "cm": np.eye(2, dtype=np.int64), "t": _TensorLike()}

@@ -89,7 +89,10 @@ def test_maximize_picks_the_largest(tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["loss", "val_loss", "validation:error", "test-rmse", "NLL"])
+@pytest.mark.parametrize(
+    "name",
+    ["loss", "val_loss", "validation:error", "test-rmse", "NLL", "NegativeLogLikelihood"],
+)
 def test_a_loss_left_to_the_default_maximize_is_warned_about(name):
     with pytest.warns(UserWarning, match=rf"'Maximize'.*{name!r} reads like something to minimise"):
         tuner = Tuner(obj.plain_float, name, RANGES, max_jobs=1, store=":memory:")
@@ -243,6 +246,21 @@ def test_the_function_fingerprint_ignores_where_the_code_sits():
         prints.append(function_fingerprint(ns["f"]))
     assert prints[0] == prints[1] != prints[2]
     assert function_fingerprint(functools.partial(_train_v1))["name"].endswith("._train_v1")
+
+
+def test_fingerprints_compare_code_under_one_python_and_names_across_pythons():
+    from amtlib._run import same_function
+
+    def print_(name, code, python="3.11"):
+        return {"name": name, "code": code, "python": python}
+
+    # The same code run as a script, then imported: one function.
+    assert same_function(print_("__main__.train", "a"), print_("mod.train", "a"))
+    assert not same_function(print_("mod.train", "a"), print_("mod.train", "b"))
+    # Bytecode differs between Python versions: only the name can be compared.
+    assert same_function(print_("mod.train", "a", "3.10"), print_("mod.train", "b", "3.11"))
+    assert not same_function(print_("mod.train", "a", "3.10"), print_("mod.other", "a", "3.11"))
+    assert same_function({"name": "mod.train", "code": None}, print_("mod.train", "b"))
 
 
 def test_failure_limit_none_spends_the_budget(tmp_path):
