@@ -436,6 +436,12 @@ class Run:
     def apply_outcome(self, job: TrainingJob, future: Future[JobOutcome]) -> TrainingJob:
         """The job's record once its future is done."""
         now = time.time()
+        decided = self.stop_decisions.get(job.index)
+        if future.cancelled() and decided is not None and job.index not in self.restarted:
+            # Told to stop or pause at a report, then cancelled before it returned: recorded as
+            # if it had returned then, with the value it last reported.
+            value = last_reported(job.reports).get(self.metric)
+            return self.recorded(job, _as_stopped(value, self.metric, decided, job, now), now)
         if job.index in self.restarted or future.cancelled():  # (record() relaunches the others)
             self.restarted.discard(job.index)
             self.stop_decisions.pop(job.index, None)
@@ -469,6 +475,10 @@ class Run:
                 end_time=now,
                 retryable=isinstance(exc, WorkerDiedError) or not isinstance(exc, AmtlibError),
             )
+        return self.recorded(job, out, now)
+
+    def recorded(self, job: TrainingJob, out: JobOutcome, now: float) -> TrainingJob:
+        """The job's record from what its worker says of its end."""
         status, history = out.status, job.history
         decision = self.stop_decisions.pop(job.index, None)
         stop_reason = None
@@ -802,6 +812,22 @@ def _hash_code(code: types.CodeType, h: Any) -> None:
             h.update(repr(sorted(map(repr, const))).encode())
         else:
             h.update(repr(const).encode())
+
+
+def _as_stopped(
+    value: float | None, metric: str, decision: Decision, job: TrainingJob, now: float
+) -> JobOutcome:
+    """The outcome of a job that returned as soon as it was told to stop or pause."""
+    return JobOutcome(
+        status=TrainingJobStatus.STOPPED,
+        objective_status=ObjectiveStatus.FAILED if value is None else ObjectiveStatus.SUCCEEDED,
+        objective_value=value,
+        failure_reason=None if value is not None else f"Objective: {metric!r} never reported",
+        start_time=job.start_time or now,
+        end_time=now,
+        stop_action=decision.action.value,
+        stop_reason=decision.reason,
+    )
 
 
 def _attempt_start(job: TrainingJob) -> int:

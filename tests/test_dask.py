@@ -11,6 +11,7 @@ from amtlib import (
     CategoricalParameter,
     ContinuousParameter,
     ExecutorLostError,
+    IntegerParameter,
     TrainingJobStatus,
     Tuner,
     TuningJob,
@@ -448,3 +449,39 @@ def test_no_job_is_launched_after_the_time_limit_passed_while_reconnecting(tmp_p
     run.clock = clock
     run.execute()
     assert executor.submitted == 2  # the running one, and nothing once the time was up
+
+
+def test_a_job_cancelled_after_it_was_told_to_stop_is_recorded_stopped_with_its_value(tmp_path):
+    # The executor's cancel lands between the stop decision and the function's return.
+    class CancelsStopped(_FlakyExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            self.submitted += 1
+            future = concurrent.futures.Future()
+            outcome = fn(*args, **kwargs)
+            if outcome.stop_action is not None:  # it was told to stop: cancel it
+                future.cancel()
+                future.set_running_or_notify_cancel()
+            else:
+                future.set_result(outcome)
+            return future
+
+    def curve(hp):
+        import amtlib
+
+        for epoch in range(1, 10):
+            amtlib.report(loss=hp["x"] + 1.0 / epoch)
+
+    job = _tuner(
+        CancelsStopped(),
+        curve,
+        tmp_path,
+        hyperparameter_ranges={"x": IntegerParameter(1, 6)},
+        strategy="Hyperband",
+        strategy_config={"max_resource": 9, "brackets": 1},
+        max_jobs=6,
+    ).fit()
+    stopped = [j for j in job.training_jobs if j.status is TrainingJobStatus.STOPPED]
+    assert stopped and all(j.status is not TrainingJobStatus.FAILED for j in job.training_jobs)
+    for j in stopped:
+        assert j.objective_value == j.reports[-1].metrics["loss"]
+        assert j.stop_reason["action"] == "stop" and j.failure_reason is None
