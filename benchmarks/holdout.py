@@ -11,7 +11,7 @@ Usage:
     python benchmarks/holdout.py --seeds 10 --jobs 2       # every method and problem
     python benchmarks/holdout.py --seeds 10 --jobs 2 --parallel 4 --methods \
         amtlib-bayesian optuna-tpe optuna-gp               # 4 simulated workers
-    python benchmarks/holdout.py --report-only
+    python benchmarks/holdout.py --report-only           # print the table (--write: rewrite it)
 
 Each cell of the report is the median (and interquartile range) over seeds of the best value
 after ``--evals`` evaluations (for ``h3_noisy``: the noise-free value of the configuration with the
@@ -46,7 +46,8 @@ if __name__ == "__main__":
 from amtlib import CategoricalParameter, ContinuousParameter, IntegerParameter  # noqa: E402
 from benchmarks.problems import Problem, hartmann6  # noqa: E402
 from benchmarks.quality import MULTI_FIDELITY_MODULES, amtlib_fingerprint  # noqa: E402
-from benchmarks.runners import MethodUnavailable, run_detailed  # noqa: E402
+from benchmarks.runners import METHODS as KNOWN_METHODS  # noqa: E402
+from benchmarks.runners import MethodUnavailable, run_detailed, unavailable_reason  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "holdout"
 METHODS = ("amtlib-bayesian", "amtlib-random", "optuna-tpe", "optuna-gp")
@@ -405,17 +406,27 @@ def _ratio(sequential: np.ndarray, together: np.ndarray) -> float:
     return b / a if a > 0 else (1.0 if b == 0 else math.inf)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=KNOWN_METHODS)
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--evals", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=1, help="simulated workers (default 1)")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--report-only", action="store_true", help="print the table, run nothing")
+    parser.add_argument(
+        "--write", action="store_true", help="with --report-only: also write the report file"
+    )
+    args = parser.parse_args(argv)
+    if args.evals < 1 or args.seeds < 1 or args.parallel < 1:
+        parser.error("--evals, --seeds and --parallel must be at least 1")
+    for method in list(args.methods):
+        reason = unavailable_reason(method, args.parallel)
+        if reason is not None:
+            print(f"skipping {method}: {reason}", file=sys.stderr)
+            args.methods.remove(method)
     if not args.report_only:
         from joblib import Parallel, delayed
 
@@ -431,9 +442,21 @@ def main() -> None:
             for problem, method, seed in work
         )
     text = report(args.results, args.problems, args.methods, args.seeds, args.evals, args.parallel)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"report-{_settings(args.evals, args.parallel)}.md").write_text(text)
     print(text)
+    name = f"report-{_settings(args.evals, args.parallel)}.md"
+    missing = [
+        f"{m} on {p}"
+        for p in args.problems
+        for m in args.methods
+        if not _scores(args.results, p, m, args.seeds, args.evals, args.parallel)
+    ]
+    if args.report_only and not args.write:
+        return
+    if missing:  # the per-run cache is not in git: a fresh clone must not blank the report
+        print(f"{name} not written: no stored runs of {', '.join(missing[:4])}", file=sys.stderr)
+        return
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / name).write_text(text)
 
 
 if __name__ == "__main__":

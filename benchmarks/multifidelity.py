@@ -6,6 +6,7 @@ Usage (each run is cached, so an interrupted command resumes where it stopped):
     python benchmarks/multifidelity.py --problems lcurve lcurve-crossing --configs 60 --seeds 10
     python benchmarks/multifidelity.py --problems lcurve --methods hyperband random --seeds 3
     python benchmarks/multifidelity.py --seeds 10 --report-only     # tables from stored runs
+    python benchmarks/multifidelity.py --seeds 10 --report-only --write   # and rewrite the files
 
 One file on purpose (about 800 lines): the runners, the epoch accounting and the report share one
 record format. Runtime of the first command: 280 runs, about 30 min of wall time on 2 cores shared
@@ -815,8 +816,17 @@ def report(args: argparse.Namespace) -> str:
         parts += ["", problem_table(name, s)]
     parts += ["", "### Targets", "", *[f"- {v}" for v in verdicts(summaries)]]
     text = "\n".join(parts) + "\n"
-    args.results.mkdir(parents=True, exist_ok=True)
     settings = f"c{args.configs}" + (f"-r{args.max_resource}" if args.max_resource else "")
+    missing = [
+        f"{m} on {p}" for p in args.problems for m in args.methods if not records.get(p, {}).get(m)
+    ]
+    if args.report_only and not args.write:
+        return text
+    if missing:  # the per-run cache is not in git: a fresh clone must not blank the report
+        print(f"report-{settings}.md not written: no stored runs of {', '.join(missing[:4])}",
+              file=sys.stderr)  # fmt: skip
+        return text
+    args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"report-{settings}.md").write_text(text)
     (args.results / f"curves-{settings}.json").write_text(json.dumps(curves_json(records)))
     return text
@@ -840,6 +850,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="redo stored runs")
     parser.add_argument("--report-only", action="store_true", help="only print the tables")
+    parser.add_argument(
+        "--write", action="store_true", help="with --report-only: also write the report files"
+    )
     args = parser.parse_args(argv)
     if not args.report_only:
         run_grid(args)

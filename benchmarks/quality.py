@@ -7,6 +7,7 @@ Usage (the full comparison; each run is cached, so an interrupted command resume
     python benchmarks/quality.py --methods amtlib-bayesian amtlib-random --scaling auto --seeds 10
     python benchmarks/quality.py --methods amtlib-bayesian amtlib-random --scaling linear --seeds 10
     python benchmarks/quality.py --seeds 10 --report-only                             # table only
+    python benchmarks/quality.py --seeds 20 --report-only --write    # rewrite the report files
 
 Defaults: every method and problem (``--list`` shows them and what is installed), 10 seeds,
 50 evaluations, sequential, the ranges' own scaling types, 2 processes. Peer libraries are in
@@ -535,11 +536,21 @@ def report(args: argparse.Namespace, methods: Sequence[str], fingerprint: str) -
         }
         for p, by_method in curves.items()
     }
+    text = "\n".join(out)
+    missing = [f"{m} on {p}" for p in args.problems for m in methods if m not in curves.get(p, {})]
+    if args.report_only and not args.write:
+        return text
+    if missing:  # the per-run cache is not in git: a fresh clone must not blank the reports
+        print(
+            f"report-{settings}.md not written: no stored runs of {', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''}",
+            file=sys.stderr,
+        )
+        return text
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"curves-{settings}.json").write_text(
         json.dumps({"f_star": f_star, "curves": curve_json}, indent=1)
     )
-    text = "\n".join(out)
     (args.results / f"report-{settings}.md").write_text(text + "\n")
     return text
 
@@ -559,6 +570,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true", help="print the tables, run nothing")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="with --report-only: also write the report files (a run always writes them)",
+    )
     parser.add_argument("--keep-stale", action="store_true",
                         help="use stored amtlib runs made with other amtlib source")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list methods and problems")

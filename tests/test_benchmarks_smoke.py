@@ -258,3 +258,28 @@ def test_holdout_parallel_runs_are_stored_apart_and_compared_with_sequential(tmp
     row = [line for line in text.splitlines() if line.startswith("| six_hump_camel | ")][-1]
     assert f"| {regrets[1]:.3g} | {regrets[2]:.3g} | {regrets[2] / regrets[1]:.3g}x |" in row
     assert "within 1.25x of sequential" in text and "of 1 problems" in text
+
+
+def test_report_only_prints_and_never_blanks_a_committed_report(tmp_path, capsys):
+    # The per-run caches are not in git: in a fresh clone --report-only used to overwrite the
+    # committed reports with empty tables (and with fewer seeds than they were made with).
+    from benchmarks import holdout, quality
+
+    report = tmp_path / "report-e4.md"
+    report.write_text("committed\n")
+    holdout.main(["--report-only", "--write", "--results", str(tmp_path), "--evals", "4",
+                  "--problems", "six_hump_camel", "--methods", "amtlib-random", "--seeds", "1"])  # fmt: skip
+    assert report.read_text() == "committed\n"
+    assert (
+        "not written: no stored runs of amtlib-random on six_hump_camel" in capsys.readouterr().err
+    )
+    holdout.run_one("six_hump_camel", "amtlib-random", 0, 4, tmp_path, "code")
+    args = ["--report-only", "--results", str(tmp_path), "--evals", "4",
+            "--problems", "six_hump_camel", "--methods", "amtlib-random", "--seeds", "1"]  # fmt: skip
+    holdout.main(args)
+    assert report.read_text() == "committed\n"  # printed only
+    holdout.main([*args, "--write"])
+    assert "six_hump_camel" in report.read_text()
+    quality.main(["--report-only", "--write", "--results", str(tmp_path), "--problems", "branin",
+                  "--methods", "amtlib-random", "--seeds", "1"])  # fmt: skip
+    assert not list(tmp_path.glob("report-e50-p1-*.md"))
