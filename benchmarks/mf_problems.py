@@ -43,7 +43,6 @@ import functools
 import hashlib
 import json
 import math
-import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -372,4 +371,13 @@ def _show(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    _show(sys.argv[1:])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=_show.__doc__)
+    parser.add_argument("problems", nargs="*", metavar="PROBLEM",
+                        help=f"one of {', '.join(PROBLEMS)} (default: all)")  # fmt: skip
+    chosen = parser.parse_args().problems
+    unknown = [p for p in chosen if p not in PROBLEMS]
+    if unknown:
+        parser.error(f"unknown problem {unknown[0]!r}; choose from {', '.join(PROBLEMS)}")
+    _show(chosen)

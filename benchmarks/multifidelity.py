@@ -854,6 +854,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--write", action="store_true", help="with --report-only: also write the report files"
     )
     args = parser.parse_args(argv)
+    resource = 1 if args.max_resource is None else args.max_resource
+    if min(args.seeds, args.jobs, args.configs, resource) < 1:
+        parser.error("--seeds, --jobs, --configs and --max-resource must be >= 1")
     if not args.report_only:
         run_grid(args)
     print(report(args))

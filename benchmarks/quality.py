@@ -579,6 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="use stored amtlib runs made with other amtlib source")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list methods and problems")
     args = parser.parse_args(argv)
+    if min(args.seeds, args.evals, args.parallel, args.jobs) < 1 or args.first_seed < 0:
+        parser.error("--seeds, --evals, --parallel and --jobs must be >= 1, --first-seed >= 0")
 
     if args.list:
         for m in METHODS:

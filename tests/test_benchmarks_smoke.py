@@ -283,3 +283,20 @@ def test_report_only_prints_and_never_blanks_a_committed_report(tmp_path, capsys
     quality.main(["--report-only", "--write", "--results", str(tmp_path), "--problems", "branin",
                   "--methods", "amtlib-random", "--seeds", "1"])  # fmt: skip
     assert not list(tmp_path.glob("report-e50-p1-*.md"))
+
+
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [
+        ("quality", ["--evals", "0"]),
+        ("quality", ["--parallel", "0"]),
+        ("holdout", ["--evals", "0"]),
+        ("multifidelity", ["--max-resource", "0"]),
+    ],
+)
+def test_benchmark_scripts_refuse_counts_below_one_before_running(module, argv, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"benchmarks.{module}").main(argv)
+    assert exit_info.value.code == 2 and "must be" in capsys.readouterr().err
