@@ -224,7 +224,12 @@ class TuningJob:
         return pandas.DataFrame.from_records(self.to_records())
 
     def leaderboard(self, top: int | None = 10) -> str:
-        """The best ``top`` training jobs (every one with ``None``) as a text table, best first."""
+        """The best ``top`` training jobs (every one with ``None``) as a text table, best first.
+
+        When jobs reported the objective as they went (early stopping, Hyperband), each row also
+        says how the job ended and the last step of its objective: a job stopped or paused at an
+        early rung is ranked by the value it had there.
+        """
         if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
             raise ValidationError(
                 "The 'top' parameter of TuningJob.leaderboard must be a positive int or None "
@@ -234,9 +239,13 @@ class TuningJob:
         done = [j for j in self.training_jobs if j.objective_status is ObjectiveStatus.SUCCEEDED]
         done.sort(key=lambda j: (sign * j.objective_value, j.index))  # type: ignore[operator]
         names = list(self.config["ranges"])
-        header = ["rank", "training job", self.objective_metric_name, *names]
+        metric = self.objective_metric_name
+        steps = {j.index: max(j.steps(metric), default=None) for j in done[:top]}
+        progress = any(s is not None for s in steps.values())
+        header = ["rank", "training job", metric, *(["status", "step"] if progress else []), *names]
         rows = [
             [str(rank), job.name, f"{job.objective_value:.6g}"]
+            + ([job.status.value, str(steps[job.index] or "")] if progress else [])
             + [_short(job.hyperparameters.get(n)) for n in names]
             for rank, job in enumerate(done[:top], start=1)
         ]

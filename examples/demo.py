@@ -2,7 +2,8 @@
 
 Two training jobs run at once in worker processes, a progress bar shows the tuning job advancing, and
 a leaderboard is printed at the end. Everything is recorded in ``demo.db``: run it again with the same
-``--job-name`` to see a finished tuning job resume instantly.
+``--job-name`` to see a finished tuning job resume instantly (``make demo`` names each run by the
+time, so run ``.venv/bin/python examples/demo.py --job-name mine`` twice).
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ if __name__ == "__main__":
     print(f"{len(job.training_jobs)} jobs, {epochs} epochs trained (all at full length: "
           f"{len(job.training_jobs) * EPOCHS})")  # fmt: skip
     print("rung levels:", learned["Strategy"]["RungLevels"])
-    print("keep rate per level (1/3 = chance, 1 = ranks as the last epoch):",
+    print("keep rate per level (1/3 = chance, 1 = ranks as the last epoch; shrunk towards 1/3",
+          "with 6 pseudo-jobs, so few jobs at the top keep it near 1/3):",
           learned["Strategy"]["RungKeepRates"])  # fmt: skip
     print("bracket weights (most aggressive first):", learned["Strategy"]["BracketWeights"])
     print(job.leaderboard(top=5))

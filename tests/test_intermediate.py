@@ -325,3 +325,15 @@ def test_a_resumed_job_that_returns_nothing_keeps_its_last_reported_objective(tm
     for j in job.training_jobs:
         assert j.objective_status is ObjectiveStatus.SUCCEEDED, j.failure_reason
         assert j.objective_value == j.reports[-1].metrics["loss"]
+
+
+def test_the_leaderboard_says_how_and_at_which_step_each_job_ended(tmp_path):
+    job = promoting(tmp_path, obj.integer_curve, 6, "inline").fit()
+    lines = job.leaderboard(top=None).splitlines()
+    assert lines[0].split()[:5] == ["rank", "training", "job", "loss", "status"]
+    for line in lines[2:]:
+        name, status, step = line.split()[1], line.split()[3], int(line.split()[4])
+        record = next(j for j in job.training_jobs if j.name == name)
+        assert status == record.status.value and step == max(record.steps("loss"))
+    plain = make(tmp_path, train=obj.quadratic, strategy="Random", job_name="plain", max_jobs=3)
+    assert "status" not in plain.fit().leaderboard().splitlines()[0]
