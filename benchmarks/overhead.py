@@ -5,13 +5,16 @@ over a small mixed space (continuous log, integer, categorical), recorded in a f
 
     python benchmarks/overhead.py [--trials 2000] [--skip-optuna]
 
-Prints a table and writes ``benchmarks/results/overhead.json``.
+Prints a table and writes ``benchmarks/results/overhead.json`` (or ``--results DIR``), with the
+machine it ran on.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import tempfile
 import time
@@ -68,11 +71,14 @@ def optuna_run(trials: int, storage: str | None) -> float:
     return trials / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--skip-optuna", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where overhead.json goes")
+    args = parser.parse_args(argv)
+    if args.trials < 1:
+        parser.error("--trials must be >= 1")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -98,10 +104,22 @@ def main() -> None:
     )
     for name, rate in rows:
         print(f"  {name.ljust(width)}  {rate:8.0f} trials/s")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "overhead.json").write_text(
-        json.dumps({"trials": args.trials, "trials_per_second": dict(rows)}, indent=2) + "\n"
-    )
+    args.results.mkdir(parents=True, exist_ok=True)
+    record = {"trials": args.trials, "trials_per_second": dict(rows), "machine": machine()}
+    (args.results / "overhead.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def machine() -> dict[str, object]:
+    """Where a timing was measured (saved with it: timings only compare on one machine)."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:  # Linux: the model's name
+        cpu = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), cpu)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.system(),
+    }
 
 
 if __name__ == "__main__":

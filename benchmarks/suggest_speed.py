@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import problems
+from overhead import machine
 
 from amtlib import ContinuousParameter, SearchSpace
 from amtlib.records import TrainingJobStatus, Trial
@@ -94,12 +95,15 @@ def optuna_times(n: int, repeats: int) -> list[float]:
     return times
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500])
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--skip-optuna", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the json goes")
+    args = parser.parse_args(argv)
+    if min(*args.sizes, args.repeats) < 1:
+        parser.error("--sizes and --repeats must be >= 1")
     rows: dict[str, float] = {}
     for n in args.sizes:
         for label, scaling in (("declared Linear", "Linear"), ("all Auto", "Auto")):
@@ -111,8 +115,9 @@ def main() -> None:
     print(f"median time per suggestion, 6-D Hartmann, {args.repeats} suggestions, 1 running job")
     for name, seconds in rows.items():
         print(f"  {name.ljust(width)}  {seconds * 1000:8.1f} ms")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "suggest_speed.json").write_text(json.dumps(rows, indent=2) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    record = {"median_seconds": rows, "repeats": args.repeats, "machine": machine()}
+    (args.results / "suggest_speed.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Fast by design (a few evaluations each); the quality comparison itself is ``benc
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -300,3 +301,18 @@ def test_benchmark_scripts_refuse_counts_below_one_before_running(module, argv, 
     with pytest.raises(SystemExit) as exit_info:
         importlib.import_module(f"benchmarks.{module}").main(argv)
     assert exit_info.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def test_timing_scripts_write_where_told_with_the_machine(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import overhead
+    import suggest_speed
+
+    overhead.main(["--trials", "3", "--skip-optuna", "--results", str(tmp_path)])
+    suggest_speed.main(
+        ["--sizes", "8", "--repeats", "1", "--skip-optuna", "--results", str(tmp_path)]
+    )
+    for name in ("overhead.json", "suggest_speed.json"):
+        record = json.loads((tmp_path / name).read_text())
+        assert record["machine"]["cores"] >= 1 and record["machine"]["python"].startswith("3.")
+    assert json.loads((tmp_path / "overhead.json").read_text())["trials_per_second"]
