@@ -400,22 +400,22 @@ class Run:
             # had not reported in this attempt (it may never have started), and whatever the job
             # had done when the executor is losing its cluster (a Dask client reconnecting).
             if future.cancelled():
-                start = _attempt_start(job)
-                reported = any(r.step > start for r in job.reports)
                 healthy = _executor_health(self.executor) == (None, False)
                 if healthy:
                     self.executor_cancels[index] = self.executor_cancels.get(index, 0) + 1
                 if not healthy or (
-                    not reported and self.executor_cancels[index] <= _MAX_EXECUTOR_CANCELS
+                    not _reported_in_attempt(job)
+                    and self.executor_cancels[index] <= _MAX_EXECUTOR_CANCELS
                 ):
-                    self.relaunch(job, start)
+                    self.relaunch(job)
                     return None
             return self.settle(self.apply_outcome(job, future))
 
-    def relaunch(self, job: TrainingJob, start: int) -> None:
+    def relaunch(self, job: TrainingJob) -> None:
         """Queue a job the executor cancelled, without what this attempt reported (the caller
         holds the lock); it stays InProgress in the store until then, so a crash re-runs it."""
         self.server.unregister(job.index)
+        start = _attempt_start(job)
         kept = tuple(r for r in job.reports if r.step <= start)
         if len(kept) < len(job.reports):
             self.store.delete_reports(self.name, job.index)
@@ -445,8 +445,7 @@ class Run:
         if job.index in self.restarted or future.cancelled():  # (record() relaunches the others)
             self.restarted.discard(job.index)
             self.stop_decisions.pop(job.index, None)
-            start = _attempt_start(job)
-            if future.cancelled() and not any(r.step > start for r in job.reports):
+            if future.cancelled() and not _reported_in_attempt(job):
                 return job.replace(
                     status=TrainingJobStatus.STOPPED,
                     end_time=now,
@@ -839,6 +838,12 @@ def _attempt_start(job: TrainingJob) -> int:
         if event.get("event") == "rerun":
             return 0
     return 0
+
+
+def _reported_in_attempt(job: TrainingJob) -> bool:
+    """Whether the job reported anything in its current attempt (see `_attempt_start`)."""
+    start = _attempt_start(job)
+    return any(r.step > start for r in job.reports)
 
 
 def _executor_health(executor: Executor) -> tuple[str | None, bool]:

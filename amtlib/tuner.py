@@ -450,13 +450,6 @@ class Tuner:
             "early_stopping": None if self.early_stopper is None else self.early_stopper.to_dict(),
         }
 
-    def _read(self, store: SQLiteStore) -> TuningJob:
-        return TuningJob(
-            self.job_name,
-            *store.get_tuning_job(self.job_name),
-            store.get_training_jobs(self.job_name),
-        )
-
     def fit(self, *, progress: bool | None = None) -> TuningJob:
         """Run the tuning job to completion (or resume it) and return its results.
 
@@ -473,9 +466,9 @@ class Tuner:
                 try:
                     Run(self, store, progress).execute()
                 except TuningJobFailedError as exc:
-                    exc.tuning_job = self._read(store)
+                    exc.tuning_job = TuningJob.load(self.job_name, store)
                     raise
-            return self._read(store)
+            return TuningJob.load(self.job_name, store)
         finally:
             if owned:
                 store.close()
