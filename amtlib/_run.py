@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 # The entries of a decision's reason that hold objective values (as losses, inside the rules).
 _LOSS_KEYS = frozenset({"value", "median", "cutoff"})
 _SHUTTING_DOWN = "the tuner is shutting down"
+_OUT_OF_TIME = "MaxRuntimeInSeconds reached"
 _CANCELLED_BEFORE_START = "Cancelled before it started"
 # A job whose function started over in the same attempt: the executor ran it again (Dask does when
 # the worker running it dies). Its first run's reports are kept and the second run's refused.
@@ -215,7 +216,7 @@ class Run:
                         self.save_state()  # the runtime so far, should the tuner crash
                 if not self.out_of_time and self.time_left() == 0.0:
                     self.out_of_time = True
-                    self.stop_all("MaxRuntimeInSeconds reached")
+                    self.stop_all(_OUT_OF_TIME)
                 lost, reconnecting = _executor_health(self.executor)
                 if lost is not None:
                     raise ExecutorLostError(
@@ -555,6 +556,10 @@ class Run:
                 decision = Decision(Action.STOP, {"rule": "tuner", "why": "the job was restarted"})
                 self.stop_decisions[index] = decision
                 return decision
+            if index not in self.to_stop and self.time_left() == 0.0:
+                # The loop may be blocked in this very job (the inline executor runs it in
+                # submit), so the time limit is also enforced here, at the job's next report.
+                self.to_stop[index] = _OUT_OF_TIME
             if index in self.to_stop:
                 decision = Decision(Action.STOP, {"rule": "tuner", "why": self.to_stop[index]})
             elif value is not None and math.isfinite(value):
@@ -676,7 +681,7 @@ class Run:
         if self.interruption is not None:
             return self.interruption
         if self.out_of_time:
-            return "MaxRuntimeInSeconds reached"
+            return _OUT_OF_TIME
         if self.exhausted:
             return f"{self.tuner.strategy} strategy has nothing left to try"
         return "MaxNumberOfTrainingJobs reached"

@@ -76,7 +76,8 @@ class TrainingJob:
         status: ``InProgress``, ``Completed``, ``Failed`` or ``Stopped``.
         objective_status: ``Pending``, ``Succeeded`` or ``Failed``.
         objective_value: the final value of the objective metric, or ``None``.
-        metrics: final value of every metric the job returned.
+        metrics: final value of every metric the job returned or, if it returned none, its last
+            reported value.
         failure_reason: why the job or its objective failed, or ``None``.
         traceback: the formatted traceback of an exception raised by the job.
         retryable: a failure of the machinery (a worker died), not of the job's own code.

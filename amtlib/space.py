@@ -6,7 +6,7 @@ range takes one dimension per value (one-hot; decoding takes the largest). Decod
 the cube gives each range's own distribution: linear, log-uniform, log-uniform in ``1 - x``, or a
 uniform choice among categorical values. That is the whole of the Random strategy.
 
-The rules of AMT (``../shared/DESIGN.md`` §3) are enforced when a range is built, so an invalid range
+The rules of AMT (``docs/concepts.md``, "Ranges and scaling") are enforced when a range is built, so an invalid range
 never exists; each broken rule raises :class:`~amtlib.errors.ValidationError` naming the range, the
 rule, the value received and the fix.
 
@@ -161,6 +161,10 @@ def _check_scale_width(label: str, low: float, high: float, scaling: ScalingType
                 f"{(high - low) / max(abs(low), abs(high)):.3g}. Fix: widen the range, or pass "
                 f"{other}."
             )
+
+
+#: Below this magnitude every k - 1/2 of an integer k is exactly a float.
+_EXACT_HALVES = 2**52
 
 
 class _Transform:
@@ -412,13 +416,26 @@ class IntegerParameter(_NumericParameter):
     def probabilities(self) -> np.ndarray:
         """Probability of each value under a uniform draw of the unit interval (its scale)."""
         self._check_listable()
-        # One edge per value and one more, counted in integers: a float arange from min - 1/2
-        # miscounts near 2**53, where k - 1/2 is not a float. There neighbouring edges can round
-        # together, and a value then gets what float64 can give it (possibly nothing).
-        offsets = np.arange(self.max_value - self.min_value + 2, dtype=float)
-        edges = self._transform.to_unit(float(self.min_value) - 0.5 + offsets)
-        p = np.diff(edges)
+        offsets = np.arange(1, self.max_value - self.min_value + 1, dtype=float)
+        if max(abs(self.min_value), abs(self.max_value)) < _EXACT_HALVES:
+            # Each value owns [k - 1/2, k + 1/2] on its scale, and every k - 1/2 is a float here.
+            inner = self._transform.to_unit(float(self.min_value) + offsets - 0.5)
+        else:
+            # Next to 2**53, k - 1/2 is not a float: where decoding moves from one value to the
+            # next is found by bisection on the decoding itself (neighbouring values can then get
+            # 37% and 12% of a draw instead of 25% each, or nothing).
+            inner = self._first_unit_of(float(self.min_value) + offsets)
+        p = np.diff(np.concatenate([[0.0], inner, [1.0]]))
         return p / p.sum()
+
+    def _first_unit_of(self, targets: np.ndarray) -> np.ndarray:
+        """Smallest point of [0, 1] that decodes to at least each target (to 2**-60)."""
+        lo, hi = np.zeros_like(targets), np.ones_like(targets)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            reached = np.round(self._transform.from_unit(mid)) >= targets
+            hi, lo = np.where(reached, mid, hi), np.where(reached, lo, mid)
+        return hi
 
     def _check_listable(self) -> None:
         size = self.max_value - self.min_value + 1

@@ -4,6 +4,9 @@ Data flow (one way): the strategy proposes configurations; the tuner records eac
 submits :func:`amtlib._execution.run_training_job` to the executor, and when a job finishes records
 the result in the store *before* telling the strategy or launching anything else. Resuming a tuning
 job is replaying its stored records into a freshly seeded strategy (:meth:`Strategy.restore`).
+
+The module is over 400 lines because the ``Tuner`` constructor validates every argument with its own
+message (the rule, the value received and the fix); the loop itself lives in ``_run.py``.
 """
 
 from __future__ import annotations
@@ -282,7 +285,7 @@ class Tuner:
         max_runtime_in_seconds: float | None = None,
         random_seed: int | None = None,
         job_name: str | None = None,
-        store: str | os.PathLike[str] | SQLiteStore | None = "amtlib.db",
+        store: str | os.PathLike[str] | SQLiteStore = "amtlib.db",
         executor: Executor | str | None = None,
         early_stopping_type: str | MedianStopper = "Off",
         initial_failure_limit: int | None = 5,

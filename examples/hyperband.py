@@ -81,7 +81,7 @@ if __name__ == "__main__":
           f"{len(job.training_jobs) * EPOCHS})")  # fmt: skip
     print("rung levels:", learned["Strategy"]["RungLevels"])
     print("keep rate per level (1/3 = chance, 1 = ranks as the last epoch; shrunk towards 1/3",
-          "with 6 pseudo-jobs, so few jobs at the top keep it near 1/3):",
+          "with 6 pseudo-jobs, so with few jobs at the top it sits between 1/3 and its raw value):",
           learned["Strategy"]["RungKeepRates"])  # fmt: skip
     print("bracket weights (most aggressive first):", learned["Strategy"]["BracketWeights"])
     print(job.leaderboard(top=5))

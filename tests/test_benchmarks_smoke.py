@@ -68,7 +68,7 @@ def test_runner_gives_five_losses(method):
 
 
 def test_runner_in_parallel_matches_the_random_sequence():
-    # Random proposes the same configurations whatever the parallelism (DESIGN.md, seed row);
+    # Random proposes the same configurations whatever the parallelism (docs/concepts.md, Strategies);
     # only the completion order differs.
     problem = PROBLEMS["branin"]
     sequential = run_detailed("amtlib-random", problem, seed=3, n_evals=12)

@@ -248,6 +248,27 @@ def test_a_time_limit_stops_jobs_it_cannot_kill_at_their_next_report(tmp_path):
         assert len(j.reports) < 1000
 
 
+def test_an_inline_job_is_stopped_at_its_next_report_after_the_time_limit(tmp_path):
+    # The loop that enforces the limit is blocked inside the inline job, so the report must.
+    job = make(
+        tmp_path,
+        train=obj.slow_curve,
+        executor="inline",
+        max_jobs=4,
+        max_runtime_in_seconds=1.0,
+        static_hyperparameters={"epochs": 1000},
+    ).fit()
+    (only,) = job.training_jobs  # nothing launched after the limit
+    assert only.status is TrainingJobStatus.STOPPED
+    assert only.stop_reason == {
+        "action": "stop",
+        "rule": "tuner",
+        "why": "MaxRuntimeInSeconds reached",
+    }
+    assert len(only.reports) < 1000
+    assert job.describe()["AmtlibDetails"]["CompletionReason"] == "MaxRuntimeInSeconds reached"
+
+
 def test_reports_and_stops_on_a_dask_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     with (
