@@ -338,3 +338,33 @@ def test_a_range_holding_few_floats_never_repeats_a_configuration():
     ).fit(progress=False)
     configs = [(j.hyperparameters["x"], j.hyperparameters["c"]) for j in job.training_jobs]
     assert len(configs) == 12 and len(set(configs)) == len(configs)
+
+
+def test_past_300_observations_hyperparameters_are_refitted_every_fifth_suggestion():
+    # A fit costs ~1 s at n = 1000: past 300 observations the kernel's hyperparameters are reused
+    # between re-fits, while the GP is still conditioned on every observation.
+    space = SearchSpace({f"x{i}": ContinuousParameter(0, 1, "Linear") for i in range(3)})
+    strategy = BayesianStrategy(space, seed=0)
+    rng = np.random.default_rng(0)
+
+    def loss(p):
+        return sum((p[f"x{i}"] - 0.3) ** 2 for i in range(3)) + 0.01 * rng.standard_normal()
+
+    points = [dict(zip(space.names, map(float, x), strict=True)) for x in rng.random((305, 3))]
+    strategy.restore(
+        [Trial(i, p, TrainingJobStatus.COMPLETED, loss(p)) for i, p in enumerate(points)]
+    )
+    fits = []
+    for i in range(305, 316):
+        (params,) = strategy.ask(1)
+        model = strategy._last_model
+        assert model.X.shape[0] == i  # every observation so far
+        fits.append((strategy._n_fits, model.hyperparameters.to_vector()))
+        strategy.tell(Trial(i, params, TrainingJobStatus.COMPLETED, loss(params)))
+    refits = [
+        n
+        for (n, theta), (_, before) in zip(fits[1:], fits[:-1], strict=True)
+        if not np.array_equal(theta, before)
+    ]
+    assert refits and all(n % 5 == 1 for n in refits)
+    assert len(refits) >= 2  # 11 suggestions span two re-fits

@@ -173,7 +173,7 @@ def test_lag_floor_is_how_much_the_sequential_run_still_gained_in_its_last_evalu
     assert lag_floor(flat, 4) == pytest.approx(1.0)
 
 
-def test_suggestion_speed_is_timed_with_exactly_n_observations_and_one_running_job(monkeypatch):
+def test_suggestion_speed_is_timed_from_n_observations_with_one_running_job(monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import suggest_speed
 
@@ -188,9 +188,12 @@ def test_suggestion_speed_is_timed_with_exactly_n_observations_and_one_running_j
 
     monkeypatch.setattr(suggest_speed, "BayesianStrategy", Recording)
     times = suggest_speed.amtlib_times(12, 2, "Linear")
-    assert len(times) == 2 and all(t > 0 for t in times)
-    # Per repeat: the running job is launched, one suggestion is told, then the timed one.
-    assert seen == [(11, 0), (11, 1), (12, 1)] * 2
+    cycle = suggest_speed.CYCLE
+    assert len(times) == 2 * cycle and all(t > 0 for t in times)
+    # Per repeat: the running job is launched, one suggestion is told, then the timed ones, each
+    # told before the next (so they see 12, 13, ... observations and always one running job).
+    timed = [(12 + k, 1) for k in range(cycle)]
+    assert seen == ([(11, 0), (11, 1), *timed]) * 2
 
 
 def test_holdout_problems_have_their_stated_minima():

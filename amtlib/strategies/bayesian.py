@@ -77,6 +77,11 @@ _MAX_ENUMERATION = 100_000
 # speed target; refinement converges in fewer on most steps, and the candidates around the best
 # jobs already give precision.
 _REFINE_ITERATIONS = 30
+# Past this many observations, one more moves the kernel's hyperparameters little while fitting
+# them costs ~1 s (n = 1000): they are re-fitted every _REFIT_EVERY-th suggestion and otherwise
+# reused as they are (the GP is still conditioned on every observation).
+_REUSE_HYPERPARAMETERS_ABOVE = 300
+_REFIT_EVERY = 5
 
 
 def _pending_aware(model: GaussianProcess, best: float, X_pending: np.ndarray) -> Any:
@@ -422,6 +427,12 @@ class BayesianStrategy(Strategy):
         """The chosen encoding of the space, the GP fitted in it, and the encoded ``configs``."""
         self._n_fits += 1
         restarts = 2 if self._n_fits % 10 == 1 else None
+        selecting = bool(self._auto) and self._selection_due(len(y))
+        reuse = (
+            len(y) > _REUSE_HYPERPARAMETERS_ABOVE
+            and self._n_fits % _REFIT_EVERY != 1
+            and not selecting
+        )
 
         def fit(
             scaling: Mapping[str, ScalingType],
@@ -429,14 +440,16 @@ class BayesianStrategy(Strategy):
             space = self._space_for(scaling)
             key = tuple(scaling[name] for name in self._auto)
             X = self._encode(space, configs)
-            gp = fit_gp(X, y, rng, warm_start=self._warm.get(key), n_restarts=restarts)
+            warm = self._warm.get(key)
+            maxiter = 0 if reuse and warm is not None else None
+            gp = fit_gp(X, y, rng, warm_start=warm, n_restarts=restarts, maxiter=maxiter)
             self._warm[key] = gp.hyperparameters
             theta = gp.hyperparameters.to_vector()
             score = gp.log_marginal_likelihood() + log_prior(theta, X.shape[1])[0]
             return score, space, gp, X
 
         best = fit(self._scaling)
-        if self._auto and self._selection_due(len(y)):
+        if selecting:
             for name, options in self._auto.items():
                 for option in options:
                     if option is self._scaling[name]:
