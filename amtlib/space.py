@@ -6,9 +6,9 @@ range takes one dimension per value (one-hot; decoding takes the largest). Decod
 the cube gives each range's own distribution: linear, log-uniform, log-uniform in ``1 - x``, or a
 uniform choice among categorical values. That is the whole of the Random strategy.
 
-The rules of AMT (``docs/concepts.md``, "Ranges and scaling") are enforced when a range is built, so an invalid range
-never exists; each broken rule raises :class:`~amtlib.errors.ValidationError` naming the range, the
-rule, the value received and the fix.
+The rules of AMT (``docs/concepts.md``, "Ranges and scaling") are enforced when a range is built, so
+an invalid range never exists; each broken rule raises :class:`~amtlib.errors.ValidationError`
+naming the range, the rule, the value received and the fix.
 
 The module is over 400 lines because each of the three range types carries its own validation
 messages and docstring examples beside the search space they make up; splitting them would scatter
