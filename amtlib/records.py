@@ -226,10 +226,7 @@ def json_safe(value: Any) -> Any:
             shape: Any = getattr(value, "shape", None)
             if callable(getattr(value, "tolist", None)) and shape is not None:
                 try:  # a sparse tensor's tolist() raises; a shape may hold None
-                    size = 1
-                    for n in shape:
-                        size *= int(n)
-                    if size <= _MAX_LISTED:
+                    if math.prod(int(n) for n in shape) <= _MAX_LISTED:
                         return json_safe(value.tolist())
                 except Exception:
                     pass
