@@ -575,7 +575,7 @@ class Run:
                 step,
                 metrics,
                 timestamp,
-                {"action": decision.action.value, "reason": decision.reason},
+                {"action": decision.action.value, "reason": json_safe(decision.reason)},
             )
             self.jobs[index] = job.replace(reports=(*job.reports, report))
             self.store.add_report(self.name, index, len(job.reports), report)

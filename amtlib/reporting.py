@@ -604,9 +604,8 @@ class ReportServer:
             thread = self._thread
         if thread is None:
             return
-        if (
-            self._wake_w is not None
-        ):  # set with _thread; wakes the selector so the loop sees _closed
+        # _wake_w is set with _thread; a byte wakes the selector so the loop sees _closed.
+        if self._wake_w is not None:
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"\0")
         if thread is not threading.current_thread():  # close() may be called from decide

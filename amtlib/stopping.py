@@ -9,7 +9,7 @@ a tie with the median continues.
 
 from __future__ import annotations
 
-import statistics
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,10 +78,10 @@ class MedianStopper:
         for curve in others.values():
             upto = [v for s, v in curve.items() if s <= step]
             if upto and max(curve) >= step:
-                averages.append(sum(upto) / len(upto))
+                averages.append(_mean(upto))
         if len(averages) < self.min_references:
             return CONTINUE
-        median = statistics.median(averages)
+        median = _median(averages)
         reason = {
             "rule": "median",
             "step": step,
@@ -90,6 +90,21 @@ class MedianStopper:
             "references": len(averages),
         }
         return Decision(Action.STOP if value > median else Action.CONTINUE, reason)
+
+
+def _mean(values: list[float]) -> float:
+    """The mean, finite whenever the values are (a plain sum of two values near 1e308 is not)."""
+    mean = sum(values) / len(values)
+    return mean if math.isfinite(mean) else sum(v / len(values) for v in values)
+
+
+def _median(values: list[float]) -> float:
+    """The median (the midpoint of the middle two for an even count), finite like ``_mean``."""
+    ordered = sorted(values)
+    half = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[half]
+    return _mean(ordered[half - 1 : half + 1])
 
 
 def parse_early_stopping(value: object) -> MedianStopper | None:

@@ -287,3 +287,30 @@ def done_when_resumed(hp):
     (Path(job.checkpoint_dir) / "trained").write_text(str(hp["epochs"]))
     for epoch in range(1, hp["epochs"] + 1):
         amtlib.report(loss=hp["x"] + 1.0 / epoch)
+
+
+def near_float_limit(hp):
+    """The first four jobs report -1.7e308 (the median of four of them overflows a plain
+    midpoint), the later ones 5.0, twice."""
+    import amtlib
+
+    value = -1.7e308 if amtlib.current_job().index < 4 else 5.0
+    for _ in range(2):
+        amtlib.report(loss=value)
+    return value
+
+
+def rung_one_by_index(hp):
+    """Two epochs; epoch 1's loss is fixed by the job's index, so the jobs a promotion-mode
+    Hyperband lets past rung 1 are known. Pauses leave a checkpoint."""
+    import amtlib
+
+    job = amtlib.current_job()
+    loss = [5.0, 4.0, 1.0, 3.0, 2.0, 6.0][job.index]
+    try:
+        if job.resume_step == 0:
+            amtlib.report(loss=loss)
+        amtlib.report(loss=loss - 0.5)
+    except amtlib.TrialStopped:
+        with open(os.path.join(job.checkpoint_dir, "state"), "w") as f:
+            f.write("epoch 1")

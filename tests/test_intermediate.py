@@ -7,35 +7,20 @@ from pathlib import Path
 
 import _objectives as obj
 import pytest
+from _tuners import tuner
 
 from amtlib import (
-    ContinuousParameter,
     IntegerParameter,
     ObjectiveStatus,
     TrainingJobStatus,
-    Tuner,
     TuningJob,
     ValidationError,
 )
 
-RANGES = {"x": ContinuousParameter(0.0, 1.0)}
-
 
 def make(tmp_path, train=obj.curve, **kw):
-    args = dict(
-        objective_metric_name="loss",
-        hyperparameter_ranges=RANGES,
-        objective_type="Minimize",
-        strategy="Random",
-        static_hyperparameters={"epochs": 5},
-        max_jobs=6,
-        random_seed=0,
-        job_name="m",
-        store=str(tmp_path / "s.db"),
-        executor="inline",
-    )
-    args.update(kw)
-    return Tuner(train, **args)
+    defaults = dict(static_hyperparameters={"epochs": 5}, max_jobs=6, job_name="m")
+    return tuner(train, **{"store": tmp_path / "s.db", **defaults, **kw})
 
 
 @pytest.mark.parametrize("executor", ["inline", "thread", "process"])
@@ -314,6 +299,16 @@ def test_promotion_with_an_in_memory_store_leaves_no_checkpoint_folder(tmp_path)
         static_hyperparameters={"epochs": 3},
     ).fit()
     assert set(glob.glob(pattern)) == before
+
+
+def test_a_median_stop_among_values_near_the_float_limit_is_stored_with_its_report(tmp_path):
+    job = make(tmp_path, train=obj.near_float_limit, early_stopping_type="Auto", max_jobs=5).fit()
+    last = job.training_jobs[4]
+    assert last.status is TrainingJobStatus.STOPPED
+    assert last.stop_reason["median"] == -1.7e308
+    assert [(r.step, r.decision["action"]) for r in last.reports] == [(1, "stop")]
+    stored = TuningJob.load("m", str(tmp_path / "s.db")).training_jobs[4]
+    assert stored.reports == last.reports
 
 
 def test_a_report_arriving_after_its_job_was_settled_is_not_stored(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _objectives as obj
 import pytest
+from _tuners import tuner
 
 from amtlib import (
     CategoricalParameter,
@@ -11,32 +12,22 @@ from amtlib import (
     IntegerParameter,
     ObjectiveStatus,
     TrainingJobStatus,
-    Tuner,
     TuningJob,
     ValidationError,
 )
 from amtlib.reporting import TrialStopped
 from amtlib.strategies import RandomStrategy
 
-RANGES = {"x": ContinuousParameter(0.0, 1.0)}
-
 
 def make(tmp_path, train=obj.curve, **kw):
-    args = dict(
-        objective_metric_name="loss",
-        hyperparameter_ranges=RANGES,
-        objective_type="Minimize",
+    defaults = dict(
         strategy="Hyperband",
         strategy_config={"max_resource": 9, "brackets": 1},
         static_hyperparameters={"epochs": 9},
         max_jobs=8,
-        random_seed=0,
         job_name="r",
-        store=str(tmp_path / "s.db"),
-        executor="inline",
     )
-    args.update(kw)
-    return Tuner(train, **args)
+    return tuner(train, **{"store": tmp_path / "s.db", **defaults, **kw})
 
 
 def test_a_report_without_the_objective_shares_the_epoch(tmp_path):

@@ -11,18 +11,15 @@ import time
 
 import _objectives as obj
 import pytest
+from _tuners import tuner
 
 from amtlib import (
     CategoricalParameter,
-    ContinuousParameter,
     IntegerParameter,
     StoreError,
     TrainingJobStatus,
-    Tuner,
     TuningJob,
 )
-
-RANGES = {"x": ContinuousParameter(0.0, 1.0)}
 
 
 def constant(hp):
@@ -30,19 +27,8 @@ def constant(hp):
 
 
 def make(tmp_path, train=obj.quadratic, **kw):
-    args = dict(
-        objective_metric_name="loss",
-        hyperparameter_ranges=RANGES,
-        objective_type="Minimize",
-        strategy="Random",
-        max_jobs=4,
-        random_seed=0,
-        job_name="j",
-        store=str(tmp_path / "s.db"),
-        executor="inline",
-    )
-    args.update(kw)
-    return Tuner(train, **args)
+    defaults = dict(max_jobs=4, job_name="j")
+    return tuner(train, **{"store": tmp_path / "s.db", **defaults, **kw})
 
 
 def test_resuming_with_the_ranges_in_another_order_is_refused(tmp_path):
@@ -155,3 +141,16 @@ def test_the_same_tuning_job_cannot_run_twice_at_once(tmp_path):
     with pytest.raises(StoreError, match="random_seed"):
         make(tmp_path, train=slow_quadratic, random_seed=5).fit()
     assert len(make(tmp_path, train=slow_quadratic, max_jobs=5).fit().training_jobs) == 5
+
+
+def test_resuming_a_finished_promotion_job_changes_nothing(tmp_path):
+    # Rung 1 lets floor(6 / 2) = 3 jobs through: two at once, one promoted later from its pause.
+    # A resume must count that later promotion too, not hand the rung's "spare" one out again.
+    config = {"max_resource": 2, "reduction_factor": 2, "mode": "promotion", "brackets": 1}
+    kw = dict(train=obj.rung_one_by_index, strategy="Hyperband", strategy_config=config, max_jobs=6)
+    first = make(tmp_path, **kw).fit()
+    past = [j.index for j in first.training_jobs if max(j.steps("loss")) == 2]
+    assert past == [1, 2, 3]
+    assert any(e["event"] == "promoted" for j in first.training_jobs for e in j.history)
+    again = make(tmp_path, **kw).fit()
+    assert again.training_jobs == first.training_jobs

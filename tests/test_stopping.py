@@ -71,6 +71,15 @@ def test_a_reference_that_skipped_to_a_later_step_counts_with_its_earlier_values
     assert decision.action is Action.STOP and decision.reason["median"] == 2.0
 
 
+def test_averages_and_median_of_values_near_the_float_limit_stay_finite():
+    # Summing two values near -1e308 overflows; the rule must still compare against them.
+    curves = {j: {1: -1e308, 2: -1e308} for j in range(4)}
+    decision = MedianStopper().decide(2, 1.0, curves)
+    assert decision.action is Action.STOP
+    assert decision.reason["median"] == -1e308
+    assert MedianStopper().decide(2, -1e308, curves).action is Action.CONTINUE  # a tie
+
+
 def test_no_stop_before_min_step():
     assert MedianStopper(min_step=4).decide(3, 100.0, CURVES).action is Action.CONTINUE
 
@@ -109,7 +118,8 @@ def test_max_resource_is_inferred_from_a_static_epochs_hyperparameter():
     [
         ({}, "needs a max_resource"),
         ({"max_resource": 1}, "min_resource < max_resource"),
-        ({"max_resource": 9, "reduction_factor": 1}, "reduction_factor must be an int >= 2"),
+        ({"max_resource": 9, "reduction_factor": 1}, "reduction_factor must be an int from 2"),
+        ({"max_resource": 2**53 + 1}, r"max_resource must be an int from 1 to 2\*\*53"),
         ({"max_resource": 9, "mode": "pausing"}, "mode must be one of"),
         ({"max_resource": 9, "model": "tpe"}, "model must be one of"),
         ({"max_resource": 9, "eta": 3}, "does not know"),
@@ -121,6 +131,13 @@ def test_max_resource_is_inferred_from_a_static_epochs_hyperparameter():
 def test_bad_hyperband_configs_are_refused(config, fragment):
     with pytest.raises(ValidationError, match=fragment):
         hyperband_config(config, {})
+
+
+def test_the_largest_max_resource_gives_finite_bracket_weights():
+    config = hyperband_config({"max_resource": 2**53, "reduction_factor": 2}, {})
+    strategy = HyperbandStrategy(SPACE, seed=0, config=config)
+    assert len(strategy.weights) == 54 and np.all(np.isfinite(strategy.weights))
+    assert strategy.weights.sum() == pytest.approx(1.0)
 
 
 # -- Hyperband's rung decisions ------------------------------------------------------------------

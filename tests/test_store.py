@@ -14,34 +14,21 @@ import warnings
 
 import _objectives as obj
 import pytest
+from _tuners import tuner
 
 from amtlib import (
     ContinuousParameter,
     SQLiteStore,
     StoreError,
     TrainingJobStatus,
-    Tuner,
     TuningJob,
 )
 from amtlib.records import ObjectiveStatus, Report, TrainingJob
 
-RANGES = {"x": ContinuousParameter(0.0, 1.0)}
-
 
 def make(path, train, **kw):
-    args = dict(
-        objective_metric_name="loss",
-        hyperparameter_ranges=RANGES,
-        objective_type="Minimize",
-        strategy="Random",
-        max_jobs=10,
-        random_seed=0,
-        job_name="r",
-        store=str(path),
-        executor="inline",
-    )
-    args.update(kw)
-    return Tuner(train, **args)
+    defaults = dict(max_jobs=10, job_name="r")
+    return tuner(train, **{"store": path, **defaults, **kw})
 
 
 def test_records_round_trip_through_the_store(tmp_path):

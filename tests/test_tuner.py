@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import _objectives as obj
 import pytest
+from _tuners import tuner
 
 from amtlib import (
     CategoricalParameter,
@@ -30,19 +31,8 @@ RANGES = {"x": ContinuousParameter(0.0, 1.0), "opt": CategoricalParameter(["a", 
 
 
 def make(tmp_path, train=obj.quadratic, **kw):
-    args = dict(
-        objective_metric_name="loss",
-        hyperparameter_ranges=RANGES,
-        objective_type="Minimize",
-        strategy="Random",
-        max_jobs=12,
-        random_seed=0,
-        job_name="t",
-        store=str(tmp_path / "s.db"),
-        executor="inline",
-    )
-    args.update(kw)
-    return Tuner(train, **args)
+    defaults = dict(hyperparameter_ranges=RANGES, max_jobs=12, job_name="t")
+    return tuner(train, **{"store": tmp_path / "s.db", **defaults, **kw})
 
 
 def test_results_are_complete_and_ordered(tmp_path):

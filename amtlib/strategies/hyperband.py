@@ -73,6 +73,8 @@ PRIOR_JOBS = 6
 RANDOM_EVERY = 3
 #: Static hyperparameters that name the number of epochs, read when max_resource is not given.
 EPOCH_NAMES = ("epochs", "num_epochs", "n_epochs", "numepochs", "n-epochs")
+#: The largest step count (resource) accepted: steps become floats in the model's inputs.
+_MAX_STEPS = 2**53
 _AMT_KEYS = {"MinResource": "min_resource", "MaxResource": "max_resource"}
 _CHOICES = {
     "mode": _MODES,
@@ -147,11 +149,11 @@ def hyperband_config(
     for key in ("min_resource", "max_resource", "reduction_factor"):
         value = config[key]
         low = 2 if key == "reduction_factor" else 1
-        if not is_int(value) or value < low:
+        if not is_int(value) or not low <= value <= _MAX_STEPS:
             raise ValidationError(
-                f"Hyperband's {key} must be an int >= {low}. Got {describe_value(value)} instead "
-                f"(from {origin.get(key, 'the default')}). "
-                f"Fix: pass a whole number >= {low}."
+                f"Hyperband's {key} must be an int from {low} to 2**53. Got "
+                f"{describe_value(value)} instead (from {origin.get(key, 'the default')}). "
+                f"Fix: pass a whole number >= {low} (steps beyond 2**53 are not exact as floats)."
             )
         config[key] = int(value)
     brackets = config.setdefault("brackets", None)
@@ -628,7 +630,19 @@ class HyperbandStrategy(Strategy):
         for trial in trials:
             for step, loss in trial.intermediate:
                 self.on_report(trial.index, step, loss)
+        # Which jobs went past each rung is a fact of the records, not of the replay: a job
+        # promoted later (by ``promote``) would otherwise leave its rung a promotion to spare.
+        self.promoted = {}
+        for trial in trials:
             job = self.jobs[trial.index]
+            resumed = [e.get("step") for e in trial.history if e.get("event") == "promoted"]
+            top = max(job.values, default=0)
+            for level in job.values:
+                later = any(isinstance(step, int) and step >= level for step in resumed)
+                if level < self.max_resource and (level < top or later):
+                    self.promoted.setdefault((self._system(job.bracket), level), set()).add(
+                        trial.index
+                    )
             levels = [level for level in job.values if level < self.max_resource]
             job.paused_at = max(levels) if trial.paused and levels else None
             job.pausing = False  # every recorded attempt has ended: a paused job is promotable
