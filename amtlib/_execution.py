@@ -232,6 +232,7 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
     )
     result: Any = None
     stopped: TrialStopped | None = None
+    crashed: tuple[str, str] | None = None  # an error raised after the tuner ended the job
     with job_context(context) as job:
         try:
             function = _with_source_file(spec.function, spec.main_file)
@@ -241,18 +242,24 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
         except (Exception, SystemExit, GeneratorExit, KeyboardInterrupt) as exc:
             if isinstance(exc, KeyboardInterrupt) and _may_be_ctrl_c(spec):
                 raise
-            return JobOutcome(
-                status=TrainingJobStatus.FAILED,
-                objective_status=ObjectiveStatus.FAILED,
-                objective_value=None,
-                metrics={**spec.reported, **last_reported(job.reports)},
-                failure_reason=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(),
-                start_time=start,
-                end_time=time.time(),
-                reports=job.reports,
-            )
+            if job.decision is None:
+                return JobOutcome(
+                    status=TrainingJobStatus.FAILED,
+                    objective_status=ObjectiveStatus.FAILED,
+                    objective_value=None,
+                    metrics={**spec.reported, **last_reported(job.reports)},
+                    failure_reason=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
+                    start_time=start,
+                    end_time=time.time(),
+                    reports=job.reports,
+                )
+            # The tuner had stopped or paused the job and its clean-up (saving a checkpoint,
+            # say) failed: what it reported stands, as in AMT, but it cannot resume from a pause.
+            crashed = (f"{type(exc).__name__}: {exc}", traceback.format_exc())
         reports, decision = job.reports, job.decision
+    if crashed is not None and decision is not None:
+        decision = Decision(Action.STOP, decision.reason)
     last = {**spec.reported, **last_reported(reports)}
     if stopped is not None and decision is None:  # raised by the function itself, not a report
         decision = Decision(stopped.action, stopped.reason)
@@ -278,12 +285,16 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
             )
     action = decision.action if decision else None
     reason = decision.reason if decision else None
+    notes = [f"Objective: {problem}" if problem else None]
+    if crashed is not None:
+        notes.append(f"After the tuner stopped it, the training function raised {crashed[0]}")
     return JobOutcome(
         status=TrainingJobStatus.STOPPED if action else TrainingJobStatus.COMPLETED,
         objective_status=ObjectiveStatus.FAILED if problem else ObjectiveStatus.SUCCEEDED,
         objective_value=None if problem else metrics[spec.objective_metric_name],
         metrics=metrics,
-        failure_reason=f"Objective: {problem}" if problem else None,
+        failure_reason=" ".join(note for note in notes if note) or None,
+        traceback=crashed[1] if crashed else None,
         start_time=start,
         end_time=time.time(),
         reports=reports,

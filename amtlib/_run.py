@@ -483,7 +483,9 @@ class Run:
         decision = self.stop_decisions.pop(job.index, None)
         stop_reason = None
         if out.stop_action is not None:
-            action = decision.action.value if decision else out.stop_action
+            # The worker's "stop" wins over the tuner's pause: its clean-up failed, it can't resume.
+            stopped = out.stop_action == Action.STOP.value
+            action = decision.action.value if decision and not stopped else out.stop_action
             reason = decision.reason if decision else out.stop_reason
             stop_reason = {"action": action, **(reason or {})}
             if stop_reason.get("completed"):  # reached max_resource: the job is done, not stopped

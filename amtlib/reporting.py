@@ -191,8 +191,9 @@ class TrialStopped(AmtlibError):
     """Raised by :func:`report` when the tuner decided that this training job ends now.
 
     Catch it to save a checkpoint, then return (or re-raise). If it escapes the training function,
-    the job is recorded as ``Stopped``, not failed. Once raised, every later :func:`report` of the
-    job raises it again without contacting the tuner.
+    the job is recorded as ``Stopped``, not failed; so it is if the clean-up raises another error
+    (kept in ``failure_reason``), but then a paused job is not resumed. Once raised, every later
+    :func:`report` of the job raises it again without contacting the tuner.
 
     Attributes:
         action: ``Action.STOP`` (early stopping) or ``Action.PAUSE`` (the tuner may resume the job

@@ -121,6 +121,26 @@ def test_a_job_ending_at_max_resource_returns_normally(tmp_path):
         assert "stopped_at" not in j.metrics and j.stop_reason is None
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(early_stopping_type="Auto", max_jobs=10),
+        dict(strategy="Hyperband", strategy_config={"max_resource": 5, "mode": "promotion"}),
+    ],
+)
+def test_an_error_after_the_tuner_ended_a_job_keeps_its_reported_value(tmp_path, kw):
+    job = make(tmp_path, train=obj.curve_failing_to_save, **kw).fit()
+    ended = [j for j in job.training_jobs if len(j.reports) < 5]
+    assert ended
+    for j in ended:  # stopped (or told to pause) and then its checkpoint could not be saved
+        assert j.status is TrainingJobStatus.STOPPED
+        assert j.objective_value == j.reports[-1].metrics["loss"]
+        assert j.stop_reason["action"] == "stop"
+        assert "raised OSError: disk full" in j.failure_reason and "OSError" in j.traceback
+        assert not any(e["event"] in ("paused", "promoted") for e in j.history)
+    assert all(j.status is not TrainingJobStatus.FAILED for j in job.training_jobs)
+
+
 def test_hyperband_max_resource_comes_from_static_epochs(tmp_path):
     tuner = make(tmp_path, strategy="Hyperband", static_hyperparameters={"num_epochs": 27})
     assert tuner.strategy_config["max_resource"] == 27

@@ -337,7 +337,9 @@ class BayesianStrategy(Strategy):
     ) -> dict[str, Any] | None:
         rng = model_rng(self.seed, index + 1)
         losses = capped_targets([loss for _, loss in observed])
-        if np.ptp(losses) <= 1e-12 * max(1.0, float(np.max(np.abs(losses)))):
+        # Relative to the values' size (an objective in tiny units is no plateau), as ties are
+        # in the GP's output transform.
+        if np.ptp(losses) <= max(1e-12 * float(np.max(np.abs(losses))), 1e-300):
             # Every job so far gave the same value (a plateau): there is nothing to model, and
             # expected improvement would only chase the corners, where the GP's variance is
             # largest. Spread out instead, as the initial design does.
