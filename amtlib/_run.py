@@ -234,10 +234,14 @@ class Run:
                         continue
                     break
                 done, _ = wait(self.running, timeout=self.wait_for(), return_when=FIRST_COMPLETED)
-                # Popped, so that no reference outlives its record: Dask keeps a task's result,
-                # and recomputes it when its worker dies, while its future is referenced.
-                while done:
-                    self.finish(done.pop())
+                # In launch order: a set's order follows memory addresses, and the strategy must be
+                # told the same jobs in the same order on every run (reproducibility). Popped, so
+                # that no reference outlives its record: Dask keeps a task's result, and
+                # recomputes it when its worker dies, while its future is referenced.
+                ordered = sorted(done, key=self.running.__getitem__, reverse=True)
+                done.clear()
+                while ordered:
+                    self.finish(ordered.pop())
             status = "Completed"
         except TuningJobFailedError as exc:
             status = "Failed"
