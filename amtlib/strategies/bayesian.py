@@ -19,7 +19,9 @@ One suggestion, for training job ``i``:
    spread out without giving up exploitation (see ``_pending_aware``).
 5. **Acquisition**: log expected improvement below the incumbent, maximised over a random candidate
    set plus perturbations of the best observed points, refined with L-BFGS-B (integer and
-   continuous dimensions; one-hot dimensions held), then snapped to a valid configuration.
+   continuous dimensions; one-hot dimensions held), then snapped to a valid configuration. A
+   numeric dimension the model finds flat (length scale over two cube widths) that the maximiser
+   pinned to a bound gets a random value instead (see ``_unpinned``).
    Configurations already launched (finished, failed or running) are excluded, so a finite space is
    never searched twice; when nothing is left, ``ask`` returns ``[]``.
 
