@@ -404,12 +404,15 @@ class BayesianStrategy(Strategy):
     ) -> tuple[np.ndarray, float]:
         """``point`` with a random value in each dimension the model finds flat and it pins to a bound.
 
-        Along a dimension with a long length scale the acquisition is nearly flat, and what little
-        slope it has points to the bounds, where the posterior variance grows away from the data:
-        such a dimension ends up tried only at its ends, and a narrow optimum inside it (an SVR's
-        epsilon, flat over decades and then not) is never seen, so the model never learns that it
-        matters. A random value there costs almost nothing by the model's own account ("dropout",
-        Li et al., 2017). Kept only when the configuration is not in ``exclude`` (launched).
+        Along a dimension with a long length scale the posterior mean is nearly flat, and expected
+        improvement prefers a bound for the little variance the gap between the data and the edge
+        buys: such a dimension ends up tried only at its ends, and a narrow optimum inside it (an
+        SVR's epsilon, flat over decades and then not) is never seen, so the model never learns
+        that it matters. A random value instead, as in "dropout" (Li et al., 2017). Not gated on
+        expected improvement: that variance is what makes the bound look better (a random value
+        often scored 10-1000 times less), and requiring half of it kept lost the gain (SVR,
+        sequential: median regret 0.0028 instead of 0.0012, 20 seeds). Kept only when the
+        configuration is not in ``exclude`` (launched).
         """
         point, value = found
         flat = space.refinable_mask() & (fitted.hyperparameters.lengthscales > _FLAT_LENGTHSCALE)
