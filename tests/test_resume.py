@@ -69,7 +69,16 @@ def test_a_spent_time_limit_launches_nothing_more(tmp_path):
     assert again.describe()["AmtlibDetails"]["CompletionReason"] == "MaxRuntimeInSeconds reached"
 
 
-def test_jobs_that_finish_while_an_interrupted_tuner_waits_are_kept(tmp_path):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raising KeyboardInterrupt, as in a terminal: a shell's background job (CI started
+    with ``&``) inherits it ignored, and then ``_thread.interrupt_main`` does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_jobs_that_finish_while_an_interrupted_tuner_waits_are_kept(tmp_path, ctrl_c_raises):
     tuner = make(
         tmp_path, train=obj.interrupts_the_tuner, executor="thread", max_parallel_jobs=2, max_jobs=6
     )
