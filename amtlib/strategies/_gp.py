@@ -173,7 +173,7 @@ class OutputTransform:
         # diverged training reporting 1e10 neither dominates the scale nor reaches the GP as a
         # huge number.
         # Differences below rounding of the centre (or subnormal) are ties, not a scale.
-        tie = max(1e-12 * abs(self.center), 1e-300)
+        tie = tie_tolerance(self.center)
         scale = (q75 - q25) / 1.349
         if not scale > tie:
             deviations = np.abs(y - self.center)
@@ -655,6 +655,12 @@ class GaussianProcess:
         best = self.incumbent
         values = self.transform.inverse(np.array([best, best - max(improvement, 0.0)]))
         return float(values[0] - values[1])
+
+
+def tie_tolerance(value: float) -> float:
+    """Differences from ``value`` this small are ties (below its rounding, or subnormal): relative,
+    so an objective in tiny units is modelled like any other."""
+    return max(1e-12 * abs(value), 1e-300)
 
 
 def capped_targets(y: ArrayLike) -> FloatArray:

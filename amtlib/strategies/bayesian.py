@@ -64,6 +64,7 @@ from amtlib.strategies._gp import (
     fit_gp,
     log_prior,
     single_threaded_blas,
+    tie_tolerance,
 )
 from amtlib.strategies.base import Strategy, model_rng, trial_rng
 
@@ -337,9 +338,7 @@ class BayesianStrategy(Strategy):
     ) -> dict[str, Any] | None:
         rng = model_rng(self.seed, index + 1)
         losses = capped_targets([loss for _, loss in observed])
-        # Relative to the values' size (an objective in tiny units is no plateau), as ties are
-        # in the GP's output transform.
-        if np.ptp(losses) <= max(1e-12 * float(np.max(np.abs(losses))), 1e-300):
+        if np.ptp(losses) <= tie_tolerance(float(np.max(np.abs(losses)))):
             # Every job so far gave the same value (a plateau): there is nothing to model, and
             # expected improvement would only chase the corners, where the GP's variance is
             # largest. Spread out instead, as the initial design does.
