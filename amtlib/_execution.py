@@ -262,7 +262,9 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
         decision = Decision(Action.STOP, decision.reason)
     last = {**spec.reported, **last_reported(reports)}
     if stopped is not None and decision is None:  # raised by the function itself, not a report
-        decision = Decision(stopped.action, stopped.reason)
+        # The job stopped itself: only the tuner pauses a job (it alone can resume it), so a
+        # TrialStopped("pause") of the function's own is a stop too.
+        decision = Decision(Action.STOP, {"source": "training function", **(stopped.reason or {})})
     diverged = decision is not None and (decision.reason or {}).get("rule") == "not_finite"
     problem: str | None
     if diverged:  # report() met a NaN or infinite objective: no value, whatever is returned

@@ -192,6 +192,32 @@ def test_a_job_that_stops_itself_before_any_value_is_not_unfinished(tmp_path, mo
         assert trial.loss is None and not trial.unfinished
 
 
+def _pausing_itself(hp):
+    """Reports two epochs, then raises TrialStopped("pause") of its own (no tuner decided it)."""
+    import amtlib
+
+    amtlib.report(loss=hp["x"] + 1.0)
+    amtlib.report(loss=hp["x"] + 0.5)
+    raise amtlib.TrialStopped("pause")
+
+
+@pytest.mark.parametrize("strategy", ["Random", "Hyperband"])
+def test_a_pause_the_training_function_raises_itself_is_a_stop(tmp_path, strategy):
+    # Only the tuner pauses a job (it alone can resume it); a pause of the function's own used to
+    # be recorded "paused" (a "paused" event, stop_reason {"action": "pause"}) under any strategy.
+    # Its first rung is at step 3: the function pauses itself before the tuner decides anything.
+    config = {"min_resource": 3, "max_resource": 9, "brackets": 1, "mode": "promotion"}
+    config = config if strategy == "Hyperband" else {}
+    job = make(tmp_path, train=_pausing_itself, strategy=strategy, strategy_config=config).fit()
+    assert len(job.training_jobs) == 8
+    for j in job.training_jobs:
+        assert j.status is TrainingJobStatus.STOPPED
+        assert j.objective_value == j.hyperparameters["x"] + 0.5
+        assert j.stop_reason == {"action": "stop", "source": "training function"}
+        assert [e["event"] for e in j.history if e["event"] in ("paused", "promoted")] == []
+        assert j.attempt == 1
+
+
 def test_a_job_rerun_after_a_crash_is_judged_afresh(tmp_path):
     folder = str(tmp_path)
     tuner = make(
