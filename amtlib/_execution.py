@@ -9,6 +9,7 @@ function) reaches the tuner as an exception on the future.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import os
@@ -236,10 +237,12 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
     with job_context(context) as job:
         try:
             function = _with_source_file(spec.function, spec.main_file)
-            result = function(dict(spec.hyperparameters))
+            # A copy per job: under the inline and thread executors a function that changes a
+            # nested static value in place would otherwise change what later jobs receive.
+            result = function(copy.deepcopy(dict(spec.hyperparameters)))
         except TrialStopped as exc:
             stopped = exc
-        except (Exception, SystemExit, GeneratorExit, KeyboardInterrupt) as exc:
+        except BaseException as exc:  # asyncio.CancelledError, say: the job's failure, not ours
             if isinstance(exc, KeyboardInterrupt) and _may_be_ctrl_c(spec):
                 raise
             if job.decision is None:

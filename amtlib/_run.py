@@ -705,7 +705,8 @@ class Run:
     def checkpoint_dir(self, job: TrainingJob) -> str | None:
         if self.checkpoints is None:
             return None
-        folder = self.checkpoints / job.name
+        # Absolute: a worker (a Dask one, say) may run in another working directory.
+        folder = (self.checkpoints / job.name).absolute()
         folder.mkdir(parents=True, exist_ok=True)
         return str(folder)
 
@@ -723,10 +724,14 @@ def _checkpoint_root(tuner: Tuner, store: SQLiteStore) -> tuple[Path | None, boo
 
 
 def _check_shippable(train: Any, executor: Executor) -> None:
-    """Refuse, before any job is launched, a training function worker processes cannot receive."""
+    """Refuse, before any job is launched, a training function worker processes cannot receive.
+
+    Our worker processes and Dask's workers (a ``ClientExecutor`` keeps its client in ``_client``)
+    receive it pickled by cloudpickle; other executors may run it in-process, so they are trusted.
+    """
     from amtlib.executors import ProcessExecutor
 
-    if not isinstance(executor, ProcessExecutor):
+    if not isinstance(executor, ProcessExecutor) and getattr(executor, "_client", None) is None:
         return
     import cloudpickle
 

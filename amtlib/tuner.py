@@ -11,6 +11,7 @@ message (the rule, the value received and the fix); the loop itself lives in ``_
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import numbers
@@ -150,7 +151,7 @@ def _check_static(
                 f"None, list, dict) so the store can record it. Got {describe_value(value)}. "
                 f"Fix: {fix}."
             ) from None
-        out[name] = value
+        out[name] = copy.deepcopy(value)  # the caller's later changes do not reach the jobs
     return out
 
 

@@ -252,14 +252,25 @@ def silent_when_large(hp):
     return hp["x"]
 
 
+def appends_to_static_list(hp):
+    """Appends to the static list ``layers`` in place and returns its length (1 if untouched)."""
+    hp["layers"].append(32)
+    return float(len(hp["layers"]) - 1)
+
+
 def raises_base_exception(hp):
     """Job 1 raises the BaseException named by the static hyperparameter ``exc``."""
     import amtlib
 
     if amtlib.current_job().index == 1:
-        raise {"KeyboardInterrupt": KeyboardInterrupt, "GeneratorExit": GeneratorExit}[hp["exc"]](
-            "raised by the training code"
-        )
+        import asyncio
+
+        kinds = {
+            "KeyboardInterrupt": KeyboardInterrupt,
+            "GeneratorExit": GeneratorExit,
+            "CancelledError": asyncio.CancelledError,  # a BaseException since Python 3.8
+        }
+        raise kinds[hp["exc"]]("raised by the training code")
     return hp["x"]
 
 

@@ -15,6 +15,7 @@ from amtlib import (
     TrainingJobStatus,
     Tuner,
     TuningJob,
+    ValidationError,
 )
 
 distributed = pytest.importorskip("distributed")  # installed by the dev extras, so this runs in CI
@@ -485,3 +486,31 @@ def test_a_job_cancelled_after_it_was_told_to_stop_is_recorded_stopped_with_its_
     for j in stopped:
         assert j.objective_value == j.reports[-1].metrics["loss"]
         assert j.stop_reason["action"] == "stop" and j.failure_reason is None
+
+
+def test_an_unpicklable_training_function_is_refused_before_any_job_on_dask(client, tmp_path):
+    # It used to reach Dask, which raised a bare TypeError from deep inside distributed after the
+    # first job's record was committed (left InProgress, the tuning job "Interrupted").
+    import threading
+
+    lock = threading.Lock()
+
+    def train(hp):
+        with lock:
+            return hp["x"]
+
+    store = str(tmp_path / "s.db")
+    tuner = Tuner(
+        train,
+        "loss",
+        {"x": ContinuousParameter(0.0, 1.0)},
+        objective_type="Minimize",
+        strategy="Random",
+        max_jobs=2,
+        store=store,
+        job_name="locked",
+        executor=client.get_executor(),
+    )
+    with pytest.raises(ValidationError, match=r"'.*train' must be picklable"):
+        tuner.fit()
+    assert TuningJob.load("locked", store).training_jobs == []

@@ -30,16 +30,27 @@ def tune(train, executor, **kw):
 
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
-@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "GeneratorExit"])
+@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "GeneratorExit", "CancelledError"])
 def test_a_base_exception_from_the_training_code_fails_only_its_job(executor, exc):
     # Raised by the code in a worker thread or process, it cannot be the user's Ctrl-C (signals
     # reach only the tuner's main thread; workers run in their own session). It used to abort
-    # fit(), and the job then stayed InProgress and aborted every resume.
+    # fit(), and the job then stayed InProgress and aborted every resume; so did any other
+    # BaseException, such as asyncio's CancelledError from async training code.
     job = tune(obj.raises_base_exception, executor, static_hyperparameters={"exc": exc})
     ok, failed = TrainingJobStatus.COMPLETED, TrainingJobStatus.FAILED
     assert [j.status for j in job.training_jobs] == [ok, failed, ok]
     assert job.training_jobs[1].failure_reason == f"{exc}: raised by the training code"
     assert exc in job.training_jobs[1].traceback
+
+
+@pytest.mark.parametrize("executor", ["inline", "thread", "process"])
+def test_a_job_that_changes_a_static_value_in_place_changes_it_for_itself_only(executor):
+    # In-process executors used to pass every job the same nested objects: the second job saw the
+    # first one's change, and so did the caller's dict.
+    static = {"layers": [64]}
+    job = tune(obj.appends_to_static_list, executor, static_hyperparameters=static)
+    assert [j.objective_value for j in job.training_jobs] == [1.0, 1.0, 1.0]
+    assert static == {"layers": [64]}
 
 
 def test_generator_exit_inline_fails_its_job_and_ctrl_c_still_interrupts():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import _objectives as obj
 import pytest
 from _tuners import tuner
@@ -277,6 +279,29 @@ def test_an_unpicklable_training_function_is_refused_before_any_job(tmp_path):
     with pytest.raises(ValidationError, match=r"'.*train' must be picklable.*executor='thread'"):
         tuner.fit()
     assert TuningJob.load("r", str(tmp_path / "s.db")).training_jobs == []
+
+
+def _records_checkpoint_dir(hp):
+    import amtlib
+
+    return {"loss": hp["x"], "absolute": float(os.path.isabs(amtlib.current_job().checkpoint_dir))}
+
+
+def test_checkpoint_folders_are_absolute_when_given_relative(tmp_path, monkeypatch):
+    # A worker may run in another working directory (a Dask cluster started elsewhere): a relative
+    # folder (a relative store's, or checkpoint_root's) sent it to save its checkpoints where a
+    # promoted job would never find them.
+    monkeypatch.chdir(tmp_path)
+    job = make(
+        tmp_path,
+        train=_records_checkpoint_dir,
+        store="s.db",
+        checkpoint_root="checkpoints",
+        strategy="Random",
+        strategy_config={},
+        max_jobs=2,
+    ).fit()
+    assert [j.metrics["absolute"] for j in job.training_jobs] == [1.0, 1.0]
 
 
 def test_describe_uses_amt_shapes_for_limits_and_the_hyperband_config(tmp_path):
