@@ -705,22 +705,25 @@ class Run:
     def checkpoint_dir(self, job: TrainingJob) -> str | None:
         if self.checkpoints is None:
             return None
-        # Absolute: a worker (a Dask one, say) may run in another working directory.
-        folder = (self.checkpoints / job.name).absolute()
+        folder = self.checkpoints / job.name
         folder.mkdir(parents=True, exist_ok=True)
         return str(folder)
 
 
 def _checkpoint_root(tuner: Tuner, store: SQLiteStore) -> tuple[Path | None, bool]:
     """Where jobs keep checkpoints (given, or next to the store when the strategy resumes jobs),
-    and whether it is a temporary folder to delete at the end (an in-memory store keeps nothing)."""
+    and whether it is a temporary folder to delete at the end (an in-memory store keeps nothing).
+
+    Made absolute once, here: a worker (a Dask one, say) may run in another working directory, and
+    training code run in-process may change the tuner's own.
+    """
     if tuner.checkpoint_root is not None:
-        return Path(tuner.checkpoint_root), False
+        return Path(tuner.checkpoint_root).absolute(), False
     if tuner.strategy_config.get("mode") != "promotion":
         return None, False
     if store.path == ":memory:":
         return Path(tempfile.mkdtemp(prefix=f"amtlib-{tuner.job_name}-")), True
-    return Path(f"{store.path}.checkpoints") / tuner.job_name, False
+    return Path(f"{store.path}.checkpoints").absolute() / tuner.job_name, False
 
 
 def _check_shippable(train: Any, executor: Executor) -> None:

@@ -282,15 +282,21 @@ def test_an_unpicklable_training_function_is_refused_before_any_job(tmp_path):
 
 
 def _records_checkpoint_dir(hp):
+    """Says whether its checkpoint folder is under ``root``, then moves to another working
+    directory (as training code that writes per-run output may)."""
+    import tempfile
+
     import amtlib
 
-    return {"loss": hp["x"], "absolute": float(os.path.isabs(amtlib.current_job().checkpoint_dir))}
+    folder = amtlib.current_job().checkpoint_dir
+    os.chdir(tempfile.mkdtemp())
+    return {"loss": hp["x"], "under_root": float(folder.startswith(hp["root"] + os.sep))}
 
 
 def test_checkpoint_folders_are_absolute_when_given_relative(tmp_path, monkeypatch):
-    # A worker may run in another working directory (a Dask cluster started elsewhere): a relative
-    # folder (a relative store's, or checkpoint_root's) sent it to save its checkpoints where a
-    # promoted job would never find them.
+    # A worker may run in another working directory (a Dask cluster started elsewhere), and
+    # in-process training code may change the tuner's: a relative folder (a relative store's, or
+    # checkpoint_root's) sent jobs to save their checkpoints where a promoted job would not look.
     monkeypatch.chdir(tmp_path)
     job = make(
         tmp_path,
@@ -299,9 +305,10 @@ def test_checkpoint_folders_are_absolute_when_given_relative(tmp_path, monkeypat
         checkpoint_root="checkpoints",
         strategy="Random",
         strategy_config={},
-        max_jobs=2,
+        static_hyperparameters={"root": str(tmp_path / "checkpoints")},
+        max_jobs=3,
     ).fit()
-    assert [j.metrics["absolute"] for j in job.training_jobs] == [1.0, 1.0]
+    assert [j.metrics["under_root"] for j in job.training_jobs] == [1.0, 1.0, 1.0]
 
 
 def test_describe_uses_amt_shapes_for_limits_and_the_hyperband_config(tmp_path):
