@@ -121,9 +121,17 @@ class Run:
                 _warn_resuming_failed(self.name, self.jobs, self.limits.max_jobs)
         # Jobs a crash interrupted run again from the start: what they reported is discarded now,
         # before the strategy replays the records, so that no rung or median keeps their values.
+        # Unless the time limit is spent: then they cannot run again, and end as the limit would
+        # have ended them, with what they reported.
+        limit = self.limits.max_runtime_in_seconds
+        saved: Any = state.get("runtime_seconds", 0.0)
+        time_spent = limit is not None and float(saved) >= limit
         self.discarded: dict[int, dict[str, Any]] = {}
         for job in self.jobs:
-            if job.status is TrainingJobStatus.IN_PROGRESS and job.reports:
+            if job.status is TrainingJobStatus.IN_PROGRESS and time_spent:
+                self.jobs[job.index] = self.killed(job, _OUT_OF_TIME)
+                store.put_training_job(self.name, self.jobs[job.index])
+            elif job.status is TrainingJobStatus.IN_PROGRESS and job.reports:
                 self.discarded[job.index] = {
                     "discarded_reports": len(job.reports),
                     "discarded_up_to_step": max(r.step for r in job.reports),
@@ -206,6 +214,11 @@ class Run:
             on_new_client=self.on_new_client,
         ).start()
         self.save_state(status="InProgress", end_time=None, completion_reason=None)
+        ticker_stop = threading.Event()
+        ticker = threading.Thread(
+            target=self.keep_runtime_saved, args=(ticker_stop,), name="amtlib-runtime", daemon=True
+        )
+        ticker.start()
         status = "Stopped"
         # A tuning job whose time was spent by earlier fit() calls launches nothing more.
         self.out_of_time = self.time_left() == 0.0
@@ -252,6 +265,8 @@ class Run:
             self.interruption = f"Interrupted ({type(exc).__name__})"
             raise
         finally:
+            ticker_stop.set()
+            ticker.join()
             self.abandon_running()
             if owned:
                 self.executor.shutdown(wait=True, cancel_futures=True)
@@ -701,6 +716,25 @@ class Run:
         )
         self.store.set_tuning_job_state(self.name, self.state)
         self.state_saved = time.monotonic()
+
+    def keep_runtime_saved(self, stop: threading.Event) -> None:
+        """Save the runtime so far whenever the loop has not for a second (a thread of its own).
+
+        The loop saves the whole state every second, but it can be held up: the inline executor
+        runs each job inside ``submit``, so without this a ``kill -9`` lost a whole job's runtime.
+        Only the runtime: the strategy may be busy in the loop's thread.
+        """
+        while not stop.wait(_STATE_EVERY_SECONDS / 4):
+            with self.lock:
+                if time.monotonic() - self.state_saved < _STATE_EVERY_SECONDS:
+                    continue
+                runtime = self.runtime_before + self.clock() - self.started
+                self.state.update(runtime_seconds=runtime, last_modified_time=time.time())
+                try:
+                    self.store.set_tuning_job_state(self.name, self.state)
+                except Exception:  # the loop's own save reports store errors; never die here
+                    return
+                self.state_saved = time.monotonic()
 
     def checkpoint_dir(self, job: TrainingJob) -> str | None:
         if self.checkpoints is None:

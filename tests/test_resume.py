@@ -163,3 +163,60 @@ def test_resuming_a_finished_promotion_job_changes_nothing(tmp_path):
     assert any(e["event"] == "promoted" for j in first.training_jobs for e in j.history)
     again = make(tmp_path, **kw).fit()
     assert again.training_jobs == first.training_jobs
+
+
+def test_a_job_interrupted_once_the_time_limit_was_spent_ends_stopped_on_resume(tmp_path):
+    # A tuner killed (kill -9) past its time limit while a job it could not kill still ran (thread
+    # executor): the resume may launch nothing, so it used to leave that job InProgress for good
+    # (found by a crash fuzz). It ends as the limit would have ended it, with what it reported.
+    from amtlib import SQLiteStore
+
+    tuner = make(tmp_path, train=obj.curve, static_hyperparameters={"epochs": 3}, max_jobs=2)
+    finished = tuner.fit().training_jobs
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    interrupted = finished[1].replace(
+        status=TrainingJobStatus.IN_PROGRESS, objective_value=None, end_time=None
+    )
+    store.put_training_job("j", interrupted)
+    _, state = store.get_tuning_job("j")
+    store.set_tuning_job_state("j", {**state, "status": "InProgress", "runtime_seconds": 100.0})
+    store.close()
+
+    resumed = make(
+        tmp_path,
+        train=obj.curve,
+        static_hyperparameters={"epochs": 3},
+        max_jobs=2,
+        max_runtime_in_seconds=10.0,
+    ).fit()
+    job = resumed.training_jobs[1]
+    assert job.status is TrainingJobStatus.STOPPED and job.attempt == 1
+    assert job.reports == finished[1].reports  # kept: the job will not run again
+    assert job.objective_value == finished[1].reports[-1].metrics["loss"]
+    assert job.stop_reason == {
+        "action": "stop",
+        "rule": "tuner",
+        "why": "MaxRuntimeInSeconds reached",
+    }
+    assert resumed.training_jobs[0] == finished[0]
+    assert resumed.describe()["AmtlibDetails"]["CompletionReason"] == "MaxRuntimeInSeconds reached"
+
+
+def _reads_its_saved_runtime(hp):
+    """Runs 2.5 s, then returns the runtime the store holds for its tuning job ``j``."""
+    time.sleep(2.5)
+    return {"loss": hp["x"], "saved": TuningJob.load("j", hp["store"]).state["runtime_seconds"]}
+
+
+def test_the_runtime_is_saved_while_an_inline_job_runs(tmp_path):
+    # The inline executor runs a job inside the loop's submit(), so the loop's once-a-second save
+    # waited for the job: a kill -9 then lost the whole job's runtime (found by a crash fuzz).
+    store = str(tmp_path / "s.db")
+    job = make(
+        tmp_path,
+        train=_reads_its_saved_runtime,
+        static_hyperparameters={"store": store},
+        max_jobs=1,
+        executor="inline",
+    ).fit()
+    assert job.training_jobs[0].metrics["saved"] >= 1.25  # saved at least every second
