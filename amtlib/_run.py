@@ -94,6 +94,8 @@ class Run:
         self.clock = tuner._clock
         self.metric = tuner.objective_metric_name
         self.sign = -1.0 if tuner.objective_type is ObjectiveType.MAXIMIZE else 1.0
+        # Before the tuning job is recorded: a refused function must leave no InProgress record.
+        _check_shippable(tuner.train, tuner.executor)
         config = tuner.config()
         new_config = dict(config)
         if new_config["random_seed"] is None:
@@ -206,7 +208,6 @@ class Run:
         self.started = self.clock()
         self.runtime_before = float(self.state.get("runtime_seconds", 0.0))
         self.executor, owned = _resolve_executor(self.tuner.executor, self.limits.max_parallel_jobs)
-        _check_shippable(self.tuner.train, self.executor)
         self.server = ReportServer(
             self.on_report,
             host=self.tuner.report_host,
@@ -760,15 +761,17 @@ def _checkpoint_root(tuner: Tuner, store: SQLiteStore) -> tuple[Path | None, boo
     return Path(f"{store.path}.checkpoints").absolute() / tuner.job_name, False
 
 
-def _check_shippable(train: Any, executor: Executor) -> None:
+def _check_shippable(train: Any, executor: Executor | str | None) -> None:
     """Refuse, before any job is launched, a training function worker processes cannot receive.
 
-    Our worker processes and Dask's workers (a ``ClientExecutor`` keeps its client in ``_client``)
-    receive it pickled by cloudpickle; other executors may run it in-process, so they are trusted.
+    ``executor`` is the tuner's argument. Our worker processes (``None``, ``"process"``) and Dask's
+    workers (a ``ClientExecutor`` keeps its client in ``_client``) receive the function pickled by
+    cloudpickle; other executors may run it in-process, so they are trusted.
     """
     from amtlib.executors import ProcessExecutor
 
-    if not isinstance(executor, ProcessExecutor) and getattr(executor, "_client", None) is None:
+    ours = executor is None or executor == "process" or isinstance(executor, ProcessExecutor)
+    if not ours and getattr(executor, "_client", None) is None:
         return
     import cloudpickle
 

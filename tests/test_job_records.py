@@ -13,6 +13,7 @@ from amtlib import (
     ContinuousParameter,
     IntegerParameter,
     ObjectiveStatus,
+    StoreError,
     TrainingJobStatus,
     TuningJob,
     ValidationError,
@@ -278,7 +279,9 @@ def test_an_unpicklable_training_function_is_refused_before_any_job(tmp_path):
     tuner = make(tmp_path, train=train, strategy="Random", strategy_config={}, executor="process")
     with pytest.raises(ValidationError, match=r"'.*train' must be picklable.*executor='thread'"):
         tuner.fit()
-    assert TuningJob.load("r", str(tmp_path / "s.db")).training_jobs == []
+    # Refused before the tuning job was recorded (it used to stay InProgress, with no end).
+    with pytest.raises(StoreError, match="no tuning job named 'r'"):
+        TuningJob.load("r", str(tmp_path / "s.db"))
 
 
 def _records_checkpoint_dir(hp):
