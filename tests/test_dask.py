@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 
 import pytest
+from _tuners import tuner
 
 from amtlib import (
     CategoricalParameter,
@@ -501,18 +502,8 @@ def test_an_unpicklable_training_function_is_refused_before_any_job_on_dask(clie
             return hp["x"]
 
     store = str(tmp_path / "s.db")
-    tuner = Tuner(
-        train,
-        "loss",
-        {"x": ContinuousParameter(0.0, 1.0)},
-        objective_type="Minimize",
-        strategy="Random",
-        max_jobs=2,
-        store=store,
-        job_name="locked",
-        executor=client.get_executor(),
-    )
+    locked = tuner(train, store, max_jobs=2, job_name="locked", executor=client.get_executor())
     with pytest.raises(ValidationError, match=r"'.*train' must be picklable"):
-        tuner.fit()
+        locked.fit()
     with pytest.raises(StoreError, match="no tuning job named 'locked'"):
         TuningJob.load("locked", store)
