@@ -142,8 +142,13 @@ class SQLiteStore:
         try:
             self._conn.execute("PRAGMA busy_timeout=30000")
             if not create and not self._is_amtlib_store():
+                empty = self._conn.execute("SELECT 1 FROM sqlite_master").fetchone() is None
                 raise StoreError(
-                    f"store {self.path!r} is a SQLite file but not an amtlib store (it has no "
+                    f"store {self.path!r} is an empty SQLite file: no tuning job was ever written "
+                    "to it (a tuner stopped while creating it leaves one). Fix: run fit() with it "
+                    "as the store, or pass the store file that fit() wrote to."
+                    if empty
+                    else f"store {self.path!r} is a SQLite file but not an amtlib store (it has no "
                     "amtlib tables). Fix: pass the store file that fit() wrote to."
                 )
             _retry_while_locked(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))

@@ -234,9 +234,17 @@ def test_loading_from_a_file_that_is_not_a_store_changes_nothing(tmp_path):
     assert other.read_bytes() == before
     empty = tmp_path / "empty.db"
     empty.touch()
-    with pytest.raises(StoreError, match="not an amtlib store"):
+    with pytest.raises(StoreError, match=r"an empty SQLite file: no tuning job.*Fix: run fit"):
         TuningJob.load("j", store=empty)
     assert empty.read_bytes() == b""
+    # What a tuner killed while creating its store leaves: WAL mode set, no table yet (found by a
+    # crash fuzz; it was called "not an amtlib store", though fit() can use it).
+    interrupted = tmp_path / "interrupted.db"
+    with sqlite3.connect(interrupted) as raw:
+        raw.execute("PRAGMA journal_mode=WAL")
+    raw.close()
+    with pytest.raises(StoreError, match=r"an empty SQLite file: no tuning job.*Fix: run fit"):
+        TuningJob.load("j", store=interrupted)
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="cannot be opened"):
