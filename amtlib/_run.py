@@ -134,12 +134,22 @@ class Run:
                 self.jobs[job.index] = self.killed(job, _OUT_OF_TIME)
                 store.put_training_job(self.name, self.jobs[job.index])
             elif job.status is TrainingJobStatus.IN_PROGRESS and job.reports:
-                self.discarded[job.index] = {
+                dropped = {
                     "discarded_reports": len(job.reports),
                     "discarded_up_to_step": max(r.step for r in job.reports),
                 }
-                store.delete_reports(self.name, job.index)
-                self.jobs[job.index] = job.replace(reports=())
+                # Noted in the record in the same transaction: a crash before the re-run starts
+                # would otherwise lose what was dropped.
+                event = {"event": "interrupted", "time": time.time(), **dropped}
+                self.jobs[job.index] = job.replace(reports=(), history=(*job.history, event))
+                store.delete_reports(self.name, job.index, self.jobs[job.index])
+                self.discarded[job.index] = dropped
+            elif job.status is TrainingJobStatus.IN_PROGRESS and job.history:
+                last = job.history[-1]  # dropped by a resume that stopped before re-running it
+                if last.get("event") == "interrupted":
+                    self.discarded[job.index] = {
+                        k: v for k, v in last.items() if k.startswith("discarded_")
+                    }
         self.state: dict[str, Any] = state
         self.seed = int(config["random_seed"])
         self.strategy = make_strategy(

@@ -336,12 +336,18 @@ class SQLiteStore:
                 (tuning_job, index, seq, _dumps(report.to_dict())),
             )
 
-    def delete_reports(self, tuning_job: str, index: int) -> None:
-        """Forget a training job's reports (it is re-run from the start after an interruption)."""
+    def delete_reports(self, tuning_job: str, index: int, job: TrainingJob | None = None) -> None:
+        """Forget a training job's reports (it is re-run from the start after an interruption),
+        and write ``job`` as its record in the same transaction when given."""
         with self._transaction():
             self._conn.execute(
                 "DELETE FROM reports WHERE tuning_job=? AND idx=?", (tuning_job, index)
             )
+            if job is not None:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO training_jobs VALUES (?, ?, ?)",
+                    (tuning_job, job.index, _dumps(job.to_dict(with_reports=False))),
+                )
 
     def get_training_jobs(self, tuning_job: str) -> list[TrainingJob]:
         """Every training job of a tuning job, in index order, with its reports."""

@@ -220,3 +220,33 @@ def test_the_runtime_is_saved_while_an_inline_job_runs(tmp_path):
         executor="inline",
     ).fit()
     assert job.training_jobs[0].metrics["saved"] >= 1.25  # saved at least every second
+
+
+def test_a_crash_right_after_a_resume_dropped_reports_keeps_what_was_dropped(tmp_path, monkeypatch):
+    # A resume drops an interrupted job's partial reports before re-running it. If it then crashed,
+    # the next resume found no reports and the job's `rerun` event lost how many were dropped (found
+    # by a crash fuzz): the drop is now noted in the job's record in the same transaction.
+    from amtlib import SQLiteStore
+
+    args = dict(train=obj.curve, static_hyperparameters={"epochs": 3}, max_jobs=2)
+    finished = make(tmp_path, **args).fit().training_jobs
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    interrupted = finished[1].replace(
+        status=TrainingJobStatus.IN_PROGRESS, objective_value=None, end_time=None
+    )
+    store.put_training_job("j", interrupted)
+    store.close()
+
+    def drop_then_crash(self, *args):
+        drop(self, *args)
+        raise KeyboardInterrupt  # as if killed right after the drop
+
+    drop = SQLiteStore.delete_reports
+    monkeypatch.setattr(SQLiteStore, "delete_reports", drop_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path, **args).fit()
+    monkeypatch.setattr(SQLiteStore, "delete_reports", drop)
+    job = make(tmp_path, **args).fit().training_jobs[1]
+    assert job.status is TrainingJobStatus.COMPLETED and job.attempt == 2
+    (rerun,) = [e for e in job.history if e["event"] == "rerun"]
+    assert rerun["discarded_reports"] == 3 and rerun["discarded_up_to_step"] == 3
