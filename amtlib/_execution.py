@@ -263,11 +263,43 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
         reports, decision = job.reports, job.decision
     if crashed is not None and decision is not None:
         decision = Decision(Action.STOP, decision.reason)
-    last = {**spec.reported, **last_reported(reports)}
     if stopped is not None and decision is None:  # raised by the function itself, not a report
         # The job stopped itself: only the tuner pauses a job (it alone can resume it), so a
-        # TrialStopped("pause") of the function's own is a stop too.
-        decision = Decision(Action.STOP, {"source": "training function", **(stopped.reason or {})})
+        # TrialStopped("pause") of the function's own is a stop too. Its reason is kept apart,
+        # so that none of its keys passes for the tuner's.
+        own: dict[str, Any] = {"source": "training function"}
+        if stopped.reason is not None:
+            own["reason"] = json_safe(stopped.reason)
+        decision = Decision(Action.STOP, own)
+    try:
+        return _outcome(spec, result, reports, decision, crashed, start)
+    except Exception as exc:  # what the function returned defeated us: its failure, not a worker's
+        return JobOutcome(
+            status=TrainingJobStatus.FAILED,
+            objective_status=ObjectiveStatus.FAILED,
+            objective_value=None,
+            metrics={**spec.reported, **last_reported(reports)},
+            failure_reason=(
+                f"Objective: amtlib could not record what the training function returned "
+                f"({type(exc).__name__}: {exc})."
+            ),
+            traceback=traceback.format_exc(),
+            start_time=start,
+            end_time=time.time(),
+            reports=reports,
+        )
+
+
+def _outcome(
+    spec: JobSpec,
+    result: Any,
+    reports: tuple[Report, ...],
+    decision: Decision | None,
+    crashed: tuple[str, str] | None,
+    start: float,
+) -> JobOutcome:
+    """The outcome of a job that ran to its end (by itself, or stopped or paused by the tuner)."""
+    last = {**spec.reported, **last_reported(reports)}
     diverged = decision is not None and (decision.reason or {}).get("rule") == "not_finite"
     problem: str | None
     if diverged:  # report() met a NaN or infinite objective: no value, whatever is returned

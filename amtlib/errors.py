@@ -40,8 +40,15 @@ class StoreError(AmtlibError, RuntimeError):
 
 def describe_value(value: object) -> str:
     """``repr`` of a value with its type, for error messages: ``-1 (int)``. A long repr (a
-    10**400, a whole array) is cut to its first 200 characters."""
-    text = repr(value)
+    10**400, a whole array) is cut to its first 200 characters. Never raises: an int too long to
+    print (over 4300 digits) or an object whose ``repr`` fails is described instead."""
+    try:
+        text = repr(value)
+    except Exception as exc:
+        if isinstance(value, int):
+            text = f"an int of about {int(value.bit_length() * 0.30103) + 1} digits"
+        else:
+            text = f"<repr() raised {type(exc).__name__}>"
     if len(text) > 200:
         text = f"{text[:200]}... ({len(text)} characters)"
     return f"{text} ({type(value).__name__})"

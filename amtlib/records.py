@@ -216,9 +216,27 @@ class Trial:
 _MAX_LISTED = 1000
 
 
-def json_safe(value: Any) -> Any:
+# Nesting deeper than this (or a list that contains itself) is cut short with a marker.
+_MAX_DEPTH = 50
+# Ints beyond float range are stored as a description: Python refuses to print ones over 4300
+# digits, and nothing reads such a metric as a number.
+_MAX_INT_BITS = 1024
+
+
+def json_safe(value: Any, _depth: int = 0) -> Any:
     """Python scalars for JSON: numpy scalars unwrapped, non-finite floats as ``None``, small
-    arrays (anything with ``item`` and ``tolist``, e.g. a confusion matrix) as nested lists."""
+    arrays (anything with ``item`` and ``tolist``, e.g. a confusion matrix) as nested lists.
+
+    Never raises, whatever the training code handed over: ints beyond float range, nesting
+    deeper than 50 (or cyclic), and objects whose ``repr`` fails become descriptive strings.
+    """
+    if _depth > _MAX_DEPTH:
+        return "<nested too deeply>"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > _MAX_INT_BITS:
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            return f"<an int of about {digits} digits>"
+        return value
     if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
         try:
             value = value.item()
@@ -227,16 +245,32 @@ def json_safe(value: Any) -> Any:
             if callable(getattr(value, "tolist", None)) and shape is not None:
                 try:  # a sparse tensor's tolist() raises; a shape may hold None
                     if math.prod(int(n) for n in shape) <= _MAX_LISTED:
-                        return json_safe(value.tolist())
+                        return json_safe(value.tolist(), _depth + 1)
                 except Exception:
                     pass
-            return repr(value)
+            return _safe_repr(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return json_safe(value, _depth + 1)  # a numpy or torch int, unwrapped: check its size
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, _depth + 1) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    return repr(value)
+        return {_safe_str(k): json_safe(v, _depth + 1) for k, v in value.items()}
+    return _safe_repr(value)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} object: repr() raised {type(exc).__name__}>"
+
+
+def _safe_str(key: Any) -> str:
+    try:
+        return str(key)
+    except Exception:
+        return _safe_repr(key)

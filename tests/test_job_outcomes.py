@@ -10,7 +10,7 @@ import _objectives as obj
 import numpy as np
 import pytest
 
-from amtlib import ContinuousParameter, ObjectiveStatus, TrainingJobStatus, Tuner
+from amtlib import ContinuousParameter, ObjectiveStatus, TrainingJobStatus, Tuner, TuningJob
 from amtlib._execution import parse_result
 from amtlib._run import _advertised_host
 
@@ -212,3 +212,68 @@ def test_returned_array_metrics_are_stored_as_lists_when_small():
     assert isinstance(metrics["big"], str) and "..." in metrics["big"]  # a repr, not 2000 floats
     job = tune(lambda hp: {**returned, "loss": hp["x"]}, "inline", max_jobs=1)
     assert job.training_jobs[0].metrics["cm"] == [[1, 0], [0, 1]]
+
+
+class _ReprRaises:
+    def __repr__(self):
+        raise RuntimeError("repr failed")
+
+
+def _returns_unprintable_side_metrics(hp):
+    cycle: list = [1]
+    cycle.append(cycle)
+    return {"loss": hp["x"], "huge": 10**5000, "cycle": cycle, "odd": _ReprRaises()}
+
+
+def test_side_metrics_no_json_can_hold_are_described_not_fatal(tmp_path):
+    # A side metric of 10**5000 (Python refuses to print it) used to crash fit() when the job was
+    # stored, leaving the job InProgress to crash every resume; a cyclic list or an object whose
+    # repr raises made the job a retryable "machinery" failure (found by an API fuzz).
+    store = str(tmp_path / "s.db")
+    job = tune(_returns_unprintable_side_metrics, "inline", store=store, job_name="j")
+    stored = TuningJob.load("j", store).training_jobs
+    for j in (*job.training_jobs, *stored):
+        assert (
+            j.status is TrainingJobStatus.COMPLETED and j.objective_value == j.hyperparameters["x"]
+        )
+        assert j.metrics["huge"] == "<an int of about 5001 digits>"
+        assert j.metrics["odd"] == "<_ReprRaises object: repr() raised RuntimeError>"
+        depth, cycle = 0, j.metrics["cycle"]
+        while isinstance(cycle, list):
+            depth, cycle = depth + 1, cycle[-1]
+        assert cycle == "<nested too deeply>" and 40 < depth < 60
+
+
+def _returns_a_huge_int(hp):
+    return 10**5000
+
+
+def test_an_objective_too_large_to_print_fails_its_objective_with_a_clear_reason():
+    job = tune(_returns_a_huge_int, "inline")
+    for j in job.training_jobs:
+        assert j.objective_status is ObjectiveStatus.FAILED and not j.retryable
+        assert "Got an int of about 5001 digits (int)" in j.failure_reason
+
+
+def _stops_itself_with_an_odd_reason(hp):
+    import amtlib
+
+    amtlib.report(loss=hp["x"])
+    raise amtlib.TrialStopped(
+        "pause", {"action": "pause", "completed": True, "n": np.int64(3), "bad": float("nan")}
+    )
+
+
+def test_a_reason_the_training_function_gives_its_own_stop_is_kept_apart(tmp_path):
+    # Its keys used to be merged into the tuner's: "action": "pause" recorded a pause, "completed"
+    # a Completed job, and a numpy int or a NaN crashed fit() when the job was stored.
+    store = str(tmp_path / "s.db")
+    job = tune(_stops_itself_with_an_odd_reason, "inline", store=store, job_name="j")
+    for j in (*job.training_jobs, *TuningJob.load("j", store).training_jobs):
+        assert j.status is TrainingJobStatus.STOPPED and not j.paused
+        assert j.objective_value == j.hyperparameters["x"]
+        assert j.stop_reason == {
+            "action": "stop",
+            "source": "training function",
+            "reason": {"action": "pause", "completed": True, "n": 3, "bad": None},
+        }
