@@ -42,6 +42,11 @@ def describe_value(value: object) -> str:
     """``repr`` of a value with its type, for error messages: ``-1 (int)``. A long repr (a
     10**400, a whole array) is cut to its first 200 characters. Never raises: an int too long to
     print (over 4300 digits) or an object whose ``repr`` fails is described instead."""
+    return f"{short_repr(value)} ({type(value).__name__})"
+
+
+def short_repr(value: object) -> str:
+    """``repr`` cut to its first 200 characters; never raises (see `describe_value`)."""
     try:
         text = repr(value)
     except Exception as exc:
@@ -51,7 +56,7 @@ def describe_value(value: object) -> str:
             text = f"<repr() raised {type(exc).__name__}>"
     if len(text) > 200:
         text = f"{text[:200]}... ({len(text)} characters)"
-    return f"{text} ({type(value).__name__})"
+    return text
 
 
 class TaskKilledError(WorkerDiedError):

@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from amtlib.errors import ValidationError, describe_value
+from amtlib.errors import ValidationError, describe_value, short_repr
 
 Value: TypeAlias = "float | int | str | bool"
 
@@ -69,6 +69,14 @@ _SCALING_ALIASES = {
 
 def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    """``math.isfinite`` that is False, not an ``OverflowError``, for an int beyond float range."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 #: Integer bounds lie in ``[-2**53, 2**53]``, where every integer is exact as a float: the unit-cube
@@ -154,12 +162,13 @@ def _check_scale_width(label: str, low: float, high: float, scaling: ScalingType
         if not (math.isfinite(width) and width != 0):
             auto = scaling is ScalingType.AUTO
             tried = " (which 'Auto' lets the Bayesian strategy try)" if auto else ""
-            other = "scaling_type='Linear'" if auto else "'Linear'"
+            fix = "widen the range"
+            if option is not ScalingType.LINEAR:  # Linear may still work where a log scale fails
+                fix += ", or pass scaling_type='Linear'" if auto else ", or pass 'Linear'"
             raise ValidationError(
                 f"{label}: the range is too narrow to search on a {option.value} scale{tried}: "
                 "both ends map to the same float. Got a range of relative width "
-                f"{(high - low) / max(abs(low), abs(high)):.3g}. Fix: widen the range, or pass "
-                f"{other}."
+                f"{(high - low) / max(abs(low), abs(high)):.3g}. Fix: {fix}."
             )
 
 
@@ -474,17 +483,18 @@ class CategoricalParameter(Parameter):
                 "Fix: list at least one choice (two or more to tune anything)."
             )
         seen: set[tuple[str, object]] = set()
-        for value in values:
-            ok = isinstance(value, (str, bool)) or (_is_real(value) and math.isfinite(value))
+        for raw in values:
+            value = _plain(raw)  # np.int64(1) is the value 1 (np.bool_, np.str_ alike)
+            ok = isinstance(value, (str, bool)) or (_is_real(value) and _is_finite(value))
             if not ok:
                 raise ValidationError(
-                    f"CategoricalParameter({values!r}): each value must be a string, a finite "
-                    f"number or a bool. Got {describe_value(value)}. Fix: use its name as a "
+                    f"CategoricalParameter({short_repr(values)}): each value must be a string, a finite "
+                    f"number or a bool. Got {describe_value(raw)}. Fix: use its name as a "
                     "string and map it back inside your training function."
                 )
             if _value_key(value) in seen:
                 raise ValidationError(
-                    f"CategoricalParameter({values!r}): values must be distinct. Got {value!r} "
+                    f"CategoricalParameter({short_repr(values)}): values must be distinct. Got {raw!r} "
                     "more than once. Fix: remove the duplicate."
                 )
             seen.add(_value_key(value))

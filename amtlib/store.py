@@ -142,6 +142,12 @@ class SQLiteStore:
         try:
             self._conn.execute("PRAGMA busy_timeout=30000")
             if not create and not self._is_amtlib_store():
+                if self.path == ":memory:":
+                    raise StoreError(
+                        "store ':memory:' is new and empty each time it is opened: a tuning job "
+                        "run with store=':memory:' is gone once fit() returns (use the TuningJob "
+                        "it returns). Fix: pass a file path as the store to keep tuning jobs."
+                    )
                 empty = self._conn.execute("SELECT 1 FROM sqlite_master").fetchone() is None
                 raise StoreError(
                     f"store {self.path!r} is an empty SQLite file: no tuning job was ever written "

@@ -379,7 +379,7 @@ class Tuner:
             job_name = (
                 f"tuning-job-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
             )
-        if not isinstance(job_name, str) or not _JOB_NAME.match(job_name):
+        if not isinstance(job_name, str) or not _JOB_NAME.fullmatch(job_name):
             raise ValidationError(
                 "The 'job_name' parameter of Tuner must be 1-128 characters of letters, digits, "
                 f"'.', '_' or '-', starting with a letter or digit. Got {describe_value(job_name)} "

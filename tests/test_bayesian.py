@@ -195,8 +195,12 @@ def test_same_seed_same_completion_order_same_suggestions():
 
 def test_bad_strategy_config_is_refused():
     space = SearchSpace({"x": ContinuousParameter(0, 1)})
-    with pytest.raises(ValidationError, match=r"'initial_design_size'.*>= 1.*0"):
+    with pytest.raises(ValidationError, match=r"'initial_design_size'.*from 1 to .*Got 0"):
         BayesianStrategy(space, seed=0, config={"initial_design_size": 0})
+    # No upper bound used to let 10**30 through, to fail in numpy at fit() (a config fuzz).
+    for key in ("initial_design_size", "n_candidates"):
+        with pytest.raises(ValidationError, match=rf"'{key}'.*to 1,000,000.*Got 1000000000000"):
+            BayesianStrategy(space, seed=0, config={key: 10**12})
     with pytest.raises(ValidationError, match=r"\['foo'\] that the Bayesian strategy does not use"):
         BayesianStrategy(space, seed=0, config={"foo": 1})
 

@@ -245,6 +245,8 @@ def test_loading_from_a_file_that_is_not_a_store_changes_nothing(tmp_path):
     raw.close()
     with pytest.raises(StoreError, match=r"an empty SQLite file: no tuning job.*Fix: run fit"):
         TuningJob.load("j", store=interrupted)
+    with pytest.raises(StoreError, match=r"':memory:' is new and empty.*Fix: pass a file path"):
+        TuningJob.load("j", store=":memory:")
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="cannot be opened"):

@@ -444,7 +444,10 @@ BAD = [
     (dict(report_host=""), ["'report_host'", "0.0.0.0"]),
     (dict(checkpoint_root=5), ["'checkpoint_root'", "5 (int)"]),
     (dict(strategy_config=[1]), ["'strategy_config'", "dict"]),
-    (dict(strategy="Bayesian", strategy_config={"n_candidates": 0}), ["'n_candidates'", ">= 1"]),
+    (
+        dict(strategy="Bayesian", strategy_config={"n_candidates": 0}),
+        ["'n_candidates'", "from 1 to 1,000,000", "Got 0"],
+    ),
     (dict(strategy_config={"max_resource": 9}), ["['max_resource']", "Random", "remove"]),
 ]
 

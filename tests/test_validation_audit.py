@@ -176,6 +176,33 @@ def test_a_range_too_narrow_for_its_scale_is_refused():
         ContinuousParameter(1e300, float(np.nextafter(1e300, 2e300)), "Logarithmic")
 
 
+def test_a_range_too_narrow_on_a_linear_scale_offers_no_linear_fix():
+    # The fix used to be "pass 'Linear'", the scale that had just failed (a config fuzz).
+    for scaling in ("Linear", "Auto"):
+        with pytest.raises(ValidationError, match=r"too narrow.*Linear.*Fix: widen the range\.$"):
+            ContinuousParameter(2**63, 2**63 + 2, scaling)
+
+
+def test_categorical_values_are_compared_as_python_values():
+    # np.int64(1) beside 1 passed the duplicate check, then crashed Random and repeated a Grid
+    # configuration; np.bool_ was refused as "not a bool"; a 10**400 raised OverflowError.
+    with pytest.raises(ValidationError, match=r"distinct. Got np.int64\(1\) more than once"):
+        CategoricalParameter([1, np.int64(1)])
+    with pytest.raises(ValidationError, match=r"distinct"):
+        CategoricalParameter([1.0, np.float64(1.0)])
+    assert CategoricalParameter([np.False_, np.True_]).values() == [False, True]
+    assert CategoricalParameter([1, 1.0, True]).values() == [1, 1.0, True]
+    for huge in (10**400, 10**5000):
+        with pytest.raises(ValidationError, match=r"finite number.*Got .*\(int\)\. Fix"):
+            CategoricalParameter(["a", huge])
+
+
+def test_a_job_name_ending_in_a_newline_is_refused():
+    # `$` matched before a final newline, so "my-job\n" passed and named jobs "my-job\n-001".
+    with pytest.raises(ValidationError, match="job_name"):
+        Tuner(lambda hp: 0.0, "score", {"x": ContinuousParameter(0, 1)}, max_jobs=1, job_name="j\n")
+
+
 # -- 4. numpy integers for the tuner's limits, numpy scalars as static values -------------------
 
 

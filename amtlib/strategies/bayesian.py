@@ -72,6 +72,8 @@ _CONFIG_KEYS = {
     "initial_design_size": "training jobs laid out by a Latin hypercube before the model takes over",
     "n_candidates": "random candidates scored per suggestion before L-BFGS-B refinement",
 }
+# The largest initial_design_size or n_candidates accepted: each is held as an array of points.
+_MAX_SETTING = 1_000_000
 # Finite spaces up to this size are enumerated when random candidates find nothing new.
 _MAX_ENUMERATION = 100_000
 # L-BFGS-B iterations when refining the best candidates (jointly): 30 keeps a suggestion within the
@@ -162,10 +164,15 @@ class BayesianStrategy(Strategy):
     ) -> None:
         super().__init__(space, seed=seed, config=config)
         for key, value in self.config.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 1 <= value <= _MAX_SETTING
+            ):
                 raise ValidationError(
-                    f"strategy_config[{key!r}] ({_CONFIG_KEYS[key]}) must be an int >= 1. Got "
-                    f"{describe_value(value)} instead. Fix: pass a positive whole number."
+                    f"strategy_config[{key!r}] ({_CONFIG_KEYS[key]}) must be an int from 1 to "
+                    f"{_MAX_SETTING:,}. Got {describe_value(value)} instead. Fix: pass a whole "
+                    "number in that range."
                 )
         d = len(space)
         self.initial_design_size = int(
