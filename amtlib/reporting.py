@@ -134,6 +134,9 @@ _ACCEPT_BACKOFF_SECONDS = 0.5
 _WARN_EVERY_SECONDS = 10.0  # connection-level warnings (a flood's) are logged at most this often
 _SWEEP_SECONDS = 1.0  # how often the server looks for connections past their deadline
 
+# Steps above this are refused: epochs beyond it mean nothing, and sums of them lose precision.
+MAX_STEP = 2**53
+
 
 # ---- decisions -------------------------------------------------------------------------------------
 
@@ -983,9 +986,13 @@ class ReportClient:
                 authentication.
         """
         checked = _check_metrics(metrics, "ReportClient.send")
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, numbers.Integral)
+            or not 1 <= step <= MAX_STEP
+        ):
             raise ValidationError(
-                "The 'step' parameter of ReportClient.send must be an int >= 1. Got "
+                "The 'step' parameter of ReportClient.send must be an int from 1 to 2**53. Got "
                 f"{describe_value(step)} instead. Fix: count steps from 1."
             )
         when = time.time() if timestamp is None else _finite_float(timestamp)
@@ -1351,7 +1358,11 @@ class JobContext:
         lowest = max(self._counted_step + 1 if counts else 0, self._last_step, self._offset + 1)
         if step is None:
             return lowest
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < lowest:
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, numbers.Integral)
+            or not lowest <= int(step) <= MAX_STEP
+        ):
             resumed = (
                 f" This job resumed from its checkpoint after step {self._offset} "
                 "(current_job().resume_step): its steps continue from there."
@@ -1359,8 +1370,9 @@ class JobContext:
                 else ""
             )
             raise ValidationError(
-                f"The 'step' parameter of report() must be an int of at least {lowest} (the steps "
-                f"of the objective metric increase; a report without it may share the last step)."
+                f"The 'step' parameter of report() must be an int from {lowest} to 2**53 (the "
+                "steps of the objective metric increase; a report without it may share the last "
+                "step)."
                 f" Got {describe_value(step)} instead.{resumed} Fix: pass increasing steps (e.g. "
                 "the epoch, from 1), or omit step to count reports of the objective metric "
                 "automatically."

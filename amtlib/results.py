@@ -185,28 +185,31 @@ class TuningJob:
 
         amtlib adds ``StopRule`` (the rule that stopped or paused the job: ``"median"``,
         ``"successive_halving"``, ``"tuner"``, ...) and ``StopStep`` (the step it was judged at), both
-        ``None`` for a job that ran to its end.
+        ``None`` for a job that ran to its end. A hyperparameter named like one of these columns
+        is under ``hyperparameter:<name>``, a metric named like a column under ``metric:<name>``.
         """
         names = list(self.config["ranges"])
         rows = []
         for job in self.training_jobs:
             stop = job.stop_reason or {}
-            row: dict[str, Any] = {name: job.hyperparameters.get(name) for name in names}
-            row.update(
-                {
-                    "TrainingJobName": job.name,
-                    "TrainingJobIndex": job.index,
-                    "TrainingJobStatus": job.status.value,
-                    "ObjectiveStatus": job.objective_status.value,
-                    "FinalObjectiveValue": job.objective_value,
-                    "TrainingStartTime": job.start_time,
-                    "TrainingEndTime": job.end_time,
-                    "TrainingElapsedTimeSeconds": job.training_time,
-                    "FailureReason": job.failure_reason,
-                    "StopRule": stop.get("rule") or None,
-                    "StopStep": stop.get("step"),
-                }
-            )
+            columns: dict[str, Any] = {
+                "TrainingJobName": job.name,
+                "TrainingJobIndex": job.index,
+                "TrainingJobStatus": job.status.value,
+                "ObjectiveStatus": job.objective_status.value,
+                "FinalObjectiveValue": job.objective_value,
+                "TrainingStartTime": job.start_time,
+                "TrainingEndTime": job.end_time,
+                "TrainingElapsedTimeSeconds": job.training_time,
+                "FailureReason": job.failure_reason,
+                "StopRule": stop.get("rule") or None,
+                "StopStep": stop.get("step"),
+            }
+            row: dict[str, Any] = {}
+            for name in names:
+                column = name if name not in columns else f"hyperparameter:{name}"
+                row[column] = job.hyperparameters.get(name)
+            row.update(columns)
             for metric, value in job.metrics.items():
                 row[metric if metric not in row else f"metric:{metric}"] = value
             rows.append(row)

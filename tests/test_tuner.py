@@ -73,6 +73,24 @@ def test_results_are_complete_and_ordered(tmp_path):
     assert TuningJob.load("t", str(tmp_path / "s.db")).describe() == d
 
 
+def _stopstep_plus_one(hp):
+    return {"loss": hp["StopStep"] + 1.0, "FailureReason": "a metric"}
+
+
+def test_a_hyperparameter_named_like_a_record_column_keeps_its_value(tmp_path):
+    # It used to be overwritten by the column (None here) in to_records() and dataframe(), while a
+    # metric of such a name was kept under "metric:" (a config fuzz).
+    job = make(
+        tmp_path,
+        train=_stopstep_plus_one,
+        hyperparameter_ranges={"StopStep": IntegerParameter(1, 9)},
+    ).fit()
+    for record, j in zip(job.to_records(), job.training_jobs, strict=True):
+        assert record["hyperparameter:StopStep"] == j.hyperparameters["StopStep"]
+        assert record["StopStep"] is None and record["FailureReason"] is None
+        assert record["metric:FailureReason"] == "a metric"
+
+
 def test_maximize_picks_the_largest(tmp_path):
     job = make(tmp_path, objective_metric_name="accuracy", objective_type="Maximize").fit()
     assert job.best_training_job.objective_value == max(
