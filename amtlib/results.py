@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -233,11 +234,14 @@ class TuningJob:
         says how the job ended and the last step of its objective: a job stopped or paused at an
         early rung is ranked by the value it had there.
         """
-        if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+        if top is not None and (
+            not isinstance(top, numbers.Integral) or isinstance(top, bool) or top < 1
+        ):
             raise ValidationError(
                 "The 'top' parameter of TuningJob.leaderboard must be a positive int or None "
                 f"(every training job). Got {describe_value(top)} instead. Fix: pass e.g. top=10."
             )
+        top = None if top is None else int(top)  # a numpy int too, as the Tuner's limits
         sign = -1.0 if self.objective_type == "Maximize" else 1.0
         done = [j for j in self.training_jobs if j.objective_status is ObjectiveStatus.SUCCEEDED]
         done.sort(key=lambda j: (sign * j.objective_value, j.index))  # type: ignore[operator]

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 
+import numpy as np
 import pytest
 
 import amtlib.store
@@ -350,3 +351,4 @@ def test_leaderboard_top():
     assert len(job.leaderboard(top=10).splitlines()) == 2 + 3
     lines = job.leaderboard(top=1).splitlines()
     assert len(lines) == 3 and "j-003" in lines[2]
+    assert job.leaderboard(top=np.int64(1)) == job.leaderboard(top=1)  # as the Tuner's limits
