@@ -994,7 +994,11 @@ def _difference(stored: Any, given: Any) -> str:
         if list(stored) != list(given) and sorted(stored) == sorted(given):
             return f": the same names in another order (stored {list(stored)}, given {list(given)})"
         for name in [*stored, *(k for k in given if k not in stored)]:
-            a, b = json.dumps(stored.get(name)), json.dumps(given.get(name))
+            if name not in given:
+                return f": {name!r} is stored, not given"
+            if name not in stored:
+                return f": {name!r} is given, not stored"
+            a, b = json.dumps(stored[name]), json.dumps(given[name])
             if a != b:
                 return f": {name!r} is stored as {a:.300}, given as {b:.300}"
     return f": stored {json.dumps(stored):.300}, given {json.dumps(given):.300}"

@@ -250,3 +250,12 @@ def test_a_crash_right_after_a_resume_dropped_reports_keeps_what_was_dropped(tmp
     assert job.status is TrainingJobStatus.COMPLETED and job.attempt == 2
     (rerun,) = [e for e in job.history if e["event"] == "rerun"]
     assert rerun["discarded_reports"] == 3 and rerun["discarded_up_to_step"] == 3
+
+
+def test_resuming_with_a_static_value_added_or_removed_names_it(tmp_path):
+    # An added static value used to be reported as "stored as null", though nothing was stored.
+    make(tmp_path, train=constant, static_hyperparameters={"a": 1}).fit()
+    with pytest.raises(StoreError, match=r"'static_hyperparameters': 'e' is given, not stored"):
+        make(tmp_path, train=constant, static_hyperparameters={"a": 1, "e": 1}).fit()
+    with pytest.raises(StoreError, match=r"'static_hyperparameters': 'a' is stored, not given"):
+        make(tmp_path, train=constant).fit()
