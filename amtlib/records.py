@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -224,8 +225,9 @@ _MAX_INT_BITS = 1024
 
 
 def json_safe(value: Any, _depth: int = 0) -> Any:
-    """Python scalars for JSON: numpy scalars unwrapped, non-finite floats as ``None``, small
-    arrays (anything with ``item`` and ``tolist``, e.g. a confusion matrix) as nested lists.
+    """Python scalars for JSON: numpy scalars unwrapped, other real numbers (a ``Fraction``) as
+    floats, non-finite floats as ``None``, small arrays (anything with ``item`` and ``tolist``,
+    e.g. a confusion matrix) as nested lists, anything else as its ``repr``.
 
     Never raises, whatever the training code handed over: ints beyond float range, nesting
     deeper than 50 (or cyclic), and objects whose ``repr`` fails become descriptive strings.
@@ -251,6 +253,8 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
             return _safe_repr(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return json_safe(value, _depth + 1)  # a numpy or torch int, unwrapped: check its size
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+        value = _as_float(value)  # a Fraction, a numpy long double: a float, as report() stores it
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -260,6 +264,13 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, Mapping):
         return {_safe_str(k): json_safe(v, _depth + 1) for k, v in value.items()}
     return _safe_repr(value)
+
+
+def _as_float(value: numbers.Real) -> float | str:
+    try:
+        return float(value)
+    except (OverflowError, ValueError, TypeError):
+        return _safe_repr(value)
 
 
 def _safe_repr(value: Any) -> str:

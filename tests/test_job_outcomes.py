@@ -277,3 +277,14 @@ def test_a_reason_the_training_function_gives_its_own_stop_is_kept_apart(tmp_pat
             "source": "training function",
             "reason": {"action": "pause", "completed": True, "n": 3, "bad": None},
         }
+
+
+def _returns_real_side_metrics(hp):
+    return {"loss": hp["x"], "third": fractions.Fraction(1, 3), "quarter": np.longdouble(0.25)}
+
+
+def test_real_side_metrics_are_stored_as_floats_as_reports_are():
+    # report() stored a Fraction as a float, a returned one was stored as "Fraction(1, 3)".
+    for j in tune(_returns_real_side_metrics, "inline").training_jobs:
+        assert j.metrics["third"] == 1 / 3 and j.metrics["quarter"] == 0.25
+        assert type(j.metrics["third"]) is float and type(j.metrics["quarter"]) is float
