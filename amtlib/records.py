@@ -87,7 +87,8 @@ class TrainingJob:
         reports: intermediate metrics, in the order they arrived, each with the tuner's decision.
         stop_reason: why the tuner stopped (or paused) the job, when it did.
         history: job-level events in order (``launched`` with what the strategy noted, such as
-            Hyperband's bracket; ``paused``, ``promoted``, ``rerun``), each a dict.
+            Hyperband's bracket; ``paused``, ``promoted``, ``relaunched``; ``interrupted`` when a
+            resume drops the reports of a run a crash cut short, then ``rerun``), each a dict.
     """
 
     index: int
