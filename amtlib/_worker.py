@@ -97,7 +97,7 @@ def _run(request: bytes) -> bytes:
         return _error_reply(exc)
     try:
         return cloudpickle.dumps((True, result), protocol=_PROTOCOL)
-    except Exception as exc:
+    except BaseException as exc:  # a __reduce__ may raise anything; the task failed, not the worker
         error = RemoteTaskError(
             _type_name(exc),
             f"the task returned a {type(result).__name__}, which cannot be pickled to send it"
@@ -114,7 +114,7 @@ def _error_reply(exc: BaseException) -> bytes:
     # message and traceback when it cannot rebuild the exception itself.
     try:
         pickled: bytes | None = cloudpickle.dumps(exc, protocol=_PROTOCOL)
-    except Exception:
+    except BaseException:  # as above: sent by name, message and traceback instead
         pickled = None
     reply = (False, pickled, _type_name(exc), _safe_str(exc), _format_traceback(exc))
     return pickle.dumps(reply, protocol=_PROTOCOL)
@@ -148,7 +148,7 @@ def _flush_user_output() -> None:
         try:
             if stream is not None:
                 stream.flush()
-        except (OSError, ValueError):
+        except Exception:  # closed, or a task's own stream object without flush(): not our failure
             pass
 
 

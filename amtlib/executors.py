@@ -605,8 +605,8 @@ def _settle(future: Future[Any], reply: bytes) -> None:
     """Complete a future from a worker's reply."""
     try:
         message = pickle.loads(reply)
-    except Exception as exc:
-        # Error replies hold only plain data, so this was a result.
+    except BaseException as exc:  # unpickling runs the task's code (SystemExit too): the task's
+        # failure, not the executor's. Error replies hold only plain data, so this was a result.
         future.set_exception(
             RemoteTaskError(
                 f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -621,7 +621,7 @@ def _settle(future: Future[Any], reply: bytes) -> None:
     _, pickled, type_name, text, remote_traceback = message
     error: object = None
     if pickled is not None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(BaseException):  # as above; then sent by name and message
             error = pickle.loads(pickled)
     if not isinstance(error, BaseException):
         error = RemoteTaskError(type_name, text, remote_traceback)

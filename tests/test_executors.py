@@ -147,6 +147,41 @@ def _exit_via_sys_exit() -> None:
 # ---- helpers -------------------------------------------------------------------------------------
 
 
+class _ExitsWhenUnpickled:
+    """A result whose unpickling, in the parent, raises SystemExit."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (sys.exit, (7,))
+
+
+def _return_exits_when_unpickled() -> object:
+    return _ExitsWhenUnpickled()
+
+
+class _InterruptsWhenPickled(Exception):
+    """An exception whose pickling, in the worker, raises KeyboardInterrupt."""
+
+    def __reduce__(self) -> Any:
+        raise KeyboardInterrupt("raised while pickling the exception")
+
+
+def _raise_interrupts_when_pickled() -> None:
+    raise _InterruptsWhenPickled("the task's own error")
+
+
+class _WriteOnly:
+    """A stream with write() and no flush(), as a hand-made "tee" often is."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _swap_stdout_for_write_only() -> str:
+    sys.stdout = _WriteOnly()
+    print("hello")
+    return "done"
+
+
 def _children(parent: int | None = None) -> set[int]:
     """Pids of the children of ``parent`` (this process by default), zombies included."""
     me, pids = os.getpid() if parent is None else parent, set()
@@ -286,6 +321,25 @@ def test_unpicklable_result_fails_the_future_clearly(shared: ProcessExecutor) ->
     assert isinstance(error, RemoteTaskError)
     assert "the task returned a lock, which cannot be pickled" in str(error)
     assert shared.submit(_add, 1, 1).result(TIMEOUT) == 2  # the worker carries on
+
+
+def test_results_and_errors_whose_pickling_raises_anything_fail_only_their_task() -> None:
+    # A SystemExit from unpickling a result used to kill the executor's manager thread (the future
+    # never completed, every other task failed); a KeyboardInterrupt from pickling an exception
+    # killed the worker, reported as SIGKILL "out of memory" (an executor fuzz).
+    with ProcessExecutor(1) as executor:
+        error = executor.submit(_return_exits_when_unpickled).exception(TIMEOUT)
+        assert isinstance(error, RemoteTaskError) and "could not be unpickled" in str(error)
+        error = executor.submit(_raise_interrupts_when_pickled).exception(TIMEOUT)
+        assert isinstance(error, RemoteTaskError) and "the task's own error" in str(error)
+        assert executor.submit(_add, 1, 1).result(TIMEOUT) == 2
+
+
+def test_a_task_that_leaves_a_stdout_without_flush_keeps_its_result() -> None:
+    # The worker's flush after the task raised AttributeError and the worker died: the result was
+    # lost, reported as SIGKILL "out of memory" (an executor fuzz).
+    with ProcessExecutor(1) as executor:
+        assert executor.submit(_swap_stdout_for_write_only).result(TIMEOUT) == "done"
 
 
 def test_unpicklable_argument_raises_at_submit(shared: ProcessExecutor) -> None:
