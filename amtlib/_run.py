@@ -130,10 +130,12 @@ class Run:
         time_spent = limit is not None and float(saved) >= limit
         self.discarded: dict[int, dict[str, Any]] = {}
         for job in self.jobs:
-            if job.status is TrainingJobStatus.IN_PROGRESS and time_spent:
+            if job.status is not TrainingJobStatus.IN_PROGRESS:
+                continue
+            if time_spent:
                 self.jobs[job.index] = self.killed(job, _OUT_OF_TIME)
                 store.put_training_job(self.name, self.jobs[job.index])
-            elif job.status is TrainingJobStatus.IN_PROGRESS and job.reports:
+            elif job.reports:
                 dropped = {
                     "discarded_reports": len(job.reports),
                     "discarded_up_to_step": max(r.step for r in job.reports),
@@ -144,12 +146,10 @@ class Run:
                 self.jobs[job.index] = job.replace(reports=(), history=(*job.history, event))
                 store.delete_reports(self.name, job.index, self.jobs[job.index])
                 self.discarded[job.index] = dropped
-            elif job.status is TrainingJobStatus.IN_PROGRESS and job.history:
-                last = job.history[-1]  # dropped by a resume that stopped before re-running it
-                if last.get("event") == "interrupted":
-                    self.discarded[job.index] = {
-                        k: v for k, v in last.items() if k.startswith("discarded_")
-                    }
+            elif job.history and job.history[-1].get("event") == "interrupted":
+                # dropped by an earlier resume that stopped before re-running the job
+                last = job.history[-1]
+                self.discarded[job.index] = {k: last[k] for k in last if k.startswith("discarded_")}
         self.state: dict[str, Any] = state
         self.seed = int(config["random_seed"])
         self.strategy = make_strategy(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -45,18 +46,24 @@ def describe_value(value: object) -> str:
     return f"{short_repr(value)} ({type(value).__name__})"
 
 
-def short_repr(value: object) -> str:
-    """``repr`` cut to its first 200 characters; never raises (see `describe_value`)."""
+def short_repr(value: object, limit: int | None = 200) -> str:
+    """``repr`` cut to its first ``limit`` characters (``None``: whole); never raises: an int too
+    long to print (over 4300 digits) or an object whose ``repr`` fails is described instead."""
     try:
         text = repr(value)
     except Exception as exc:
         if isinstance(value, int):
-            text = f"an int of about {int(value.bit_length() * 0.30103) + 1} digits"
+            text = int_size(value)
         else:
-            text = f"<repr() raised {type(exc).__name__}>"
-    if len(text) > 200:
-        text = f"{text[:200]}... ({len(text)} characters)"
+            text = f"<{type(value).__name__} object: repr() raised {type(exc).__name__}>"
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
     return text
+
+
+def int_size(value: int) -> str:
+    """``"an int of about N digits"``, for ints too long to print or to store as numbers."""
+    return f"an int of about {int(value.bit_length() * math.log10(2)) + 1} digits"
 
 
 class TaskKilledError(WorkerDiedError):

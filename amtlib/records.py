@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from amtlib.errors import int_size, short_repr
+
 
 class TrainingJobStatus(str, enum.Enum):
     """AMT's training job statuses."""
@@ -236,10 +238,7 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
     if _depth > _MAX_DEPTH:
         return "<nested too deeply>"
     if isinstance(value, int) and not isinstance(value, bool):
-        if value.bit_length() > _MAX_INT_BITS:
-            digits = int(value.bit_length() * math.log10(2)) + 1
-            return f"<an int of about {digits} digits>"
-        return value
+        return f"<{int_size(value)}>" if value.bit_length() > _MAX_INT_BITS else value
     if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
         try:
             value = value.item()
@@ -251,7 +250,7 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
                         return json_safe(value.tolist(), _depth + 1)
                 except Exception:
                     pass
-            return _safe_repr(value)
+            return short_repr(value, None)
         if isinstance(value, int) and not isinstance(value, bool):
             return json_safe(value, _depth + 1)  # a numpy or torch int, unwrapped: check its size
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
@@ -264,25 +263,18 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
         return [json_safe(v, _depth + 1) for v in value]
     if isinstance(value, Mapping):
         return {_safe_str(k): json_safe(v, _depth + 1) for k, v in value.items()}
-    return _safe_repr(value)
+    return short_repr(value, None)
 
 
 def _as_float(value: numbers.Real) -> float | str:
     try:
         return float(value)
     except (OverflowError, ValueError, TypeError):
-        return _safe_repr(value)
-
-
-def _safe_repr(value: Any) -> str:
-    try:
-        return repr(value)
-    except Exception as exc:
-        return f"<{type(value).__name__} object: repr() raised {type(exc).__name__}>"
+        return short_repr(value, None)
 
 
 def _safe_str(key: Any) -> str:
     try:
         return str(key)
     except Exception:
-        return _safe_repr(key)
+        return short_repr(key, None)

@@ -488,14 +488,14 @@ class CategoricalParameter(Parameter):
             ok = isinstance(value, (str, bool)) or (_is_real(value) and _is_finite(value))
             if not ok:
                 raise ValidationError(
-                    f"CategoricalParameter({short_repr(values)}): each value must be a string, a finite "
-                    f"number or a bool. Got {describe_value(raw)}. Fix: use its name as a "
+                    f"CategoricalParameter({short_repr(values)}): each value must be a string, a "
+                    f"finite number or a bool. Got {describe_value(raw)}. Fix: use its name as a "
                     "string and map it back inside your training function."
                 )
             if _value_key(value) in seen:
                 raise ValidationError(
-                    f"CategoricalParameter({short_repr(values)}): values must be distinct. Got {raw!r} "
-                    "more than once. Fix: remove the duplicate."
+                    f"CategoricalParameter({short_repr(values)}): values must be distinct. Got "
+                    f"{raw!r} more than once. Fix: remove the duplicate."
                 )
             seen.add(_value_key(value))
         object.__setattr__(self, "_values", tuple(_plain(v) for v in values))
