@@ -13,7 +13,9 @@ conversation:
    worker -> parent: a pickled ``(True, result)``, or
    ``(False, pickled exception or None, type name, message, traceback)``.
 3. parent -> worker: ``b""`` (stop): ``main`` returns exit code 0. End of file instead means that
-   the parent is gone: the worker kills its process group, itself included (see ``main``).
+   the parent is gone: the worker kills its process group, itself included (see ``main``). When
+   its own end of the channel breaks instead (a task closed it), ``main`` returns
+   ``CHANNEL_BROKEN``.
 
 What a task started (in the worker's process group) is killed:
 
@@ -43,6 +45,7 @@ from amtlib.errors import RemoteTaskError
 
 READY = b""
 STOP = b""
+CHANNEL_BROKEN = 74  # the exit code when a task broke the worker's end of the channel (EX_IOERR)
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -54,8 +57,9 @@ def main(argv: list[str]) -> int:
         argv: ``[fd, parent_pid]``: the inherited socket and the pid of the process that started us.
 
     Returns:
-        The exit code: 0 once the parent says stop. When the parent goes away without saying it,
-        the worker kills its own process group and does not return.
+        The exit code: 0 once the parent says stop, ``CHANNEL_BROKEN`` when a task broke our end of
+        the channel. When the parent goes away without saying it, the worker kills its own process
+        group and does not return.
     """
     fd, parent_pid = int(argv[0]), int(argv[1])
     _die_with_parent(parent_pid)
@@ -75,7 +79,7 @@ def main(argv: list[str]) -> int:
             reply = _run(request)
             _flush_user_output()
             conn.send_bytes(reply)
-    except (EOFError, OSError):
+    except (EOFError, BrokenPipeError, ConnectionResetError):
         # The parent died (or closed the channel without saying stop): nobody is waiting for results
         # any more, and the parent will not kill what our tasks started, as it does when we exit.
         # So kill our process group, us included. (On Linux the kernel usually kills us first, see
@@ -83,6 +87,14 @@ def main(argv: list[str]) -> int:
         _flush_user_output()
         with contextlib.suppress(OSError):
             os.killpg(os.getpid(), signal.SIGKILL)
+    except OSError:
+        # Our own end broke (EBADF: a task closed it, with os.closerange for one), and the parent
+        # lives on: it kills what our tasks started once we exit. Exit with a code that says so; a
+        # SIGKILL, as above, would look like the out-of-memory killer's.
+        _flush_user_output()
+        with contextlib.suppress(OSError):
+            conn.close()  # now, rather than in a finalizer that reports the closed descriptor
+        return CHANNEL_BROKEN
     return 0
 
 

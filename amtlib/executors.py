@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import logging
 import numbers
 import os
 import pickle
@@ -32,7 +33,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import cloudpickle
 
-from amtlib._worker import STOP
+from amtlib._worker import CHANNEL_BROKEN, STOP
 from amtlib.errors import (
     AmtlibError,
     RemoteTaskError,
@@ -48,6 +49,14 @@ _T = TypeVar("_T")
 # How long shutdown lets workers exit on their own (user atexit handlers, interpreter teardown)
 # before killing them.
 _EXIT_GRACE_SECONDS = 5.0
+
+# How long a worker whose channel reached end of file may take to exit on its own before it is
+# killed. The end of file often comes from its interpreter's teardown, before its exit code is set.
+# The manager thread waits, so this stays short.
+_END_OF_FILE_GRACE_SECONDS = 0.5
+
+# Where Future reports the errors of done-callbacks; a done-callback's SystemExit is reported there.
+_CALLBACK_LOGGER = logging.getLogger("concurrent.futures")
 
 # The directory that holds the amtlib package this process imported, which a worker must import too.
 _AMTLIB_PARENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -496,7 +505,7 @@ class _Pool:
             cwd = None  # the parent's directory was deleted; the worker stays where it started
         # The socket buffers the setup until the worker reads it: workers start concurrently.
         # On failure it died at once: its end of file comes next.
-        setup = {"sys_path": list(sys.path), "cwd": cwd}
+        setup = {"sys_path": _importable_sys_path(), "cwd": cwd}
         with contextlib.suppress(OSError):
             conn.send_bytes(pickle.dumps(setup))
         with self.lock:
@@ -521,9 +530,12 @@ class _Pool:
             _settle(task.future, reply)
 
     def _on_exit(self, worker: _Worker) -> None:
-        # End of file: the worker is exiting, its exit code already fixed. Kill its process group
-        # now, so that whatever its task started dies with it, then reap it (which kills the group
-        # once more, in case something joined it meanwhile).
+        # End of file: the worker is exiting, or its task closed the worker's end of the channel.
+        # Let it exit by itself first: killing it at once would hide its exit code, the one clue to
+        # what happened, behind our SIGKILL. Then kill its process group, so that whatever its task
+        # started dies with it, and reap it (which kills the group once more, in case something
+        # joined it meanwhile).
+        killed_here = not _wait_exited(worker.process, _END_OF_FILE_GRACE_SECONDS)
         _kill_process_group(worker.process)
         with self.lock:
             del self.workers[worker.conn]
@@ -542,19 +554,32 @@ class _Pool:
         worker.conn.close()
         returncode = _reap(worker.process, self.watchdog)
         pid = worker.process.pid
+        fix = (
+            ". Fix: close only the file descriptors that the task opened; os.closerange(3, ...),"
+            " for one, also closes the worker's channel"
+        )
+        if killed_here and returncode == -signal.SIGKILL:
+            ending = (
+                f"closed its channel to the executor and had not exited {_END_OF_FILE_GRACE_SECONDS}"
+                " s later, so the executor killed it (SIGKILL)"
+            )
+        elif returncode == CHANNEL_BROKEN:
+            ending = f"exited with code {returncode} (its channel to the executor broke)"
+        else:
+            ending, fix = _describe_exit(returncode), ""
         if task is not None and mine:
-            task.future.set_exception(
-                WorkerDiedError(
-                    f"worker process {pid} {_describe_exit(returncode)} while running the task"
-                )
+            _complete(
+                task.future,
+                error=WorkerDiedError(f"worker process {pid} {ending} while running the task{fix}"),
             )
         if victim is not None:
-            victim.future.set_exception(
-                WorkerDiedError(
-                    f"worker process {pid} {_describe_exit(returncode)} before it was ready, so the"
+            _complete(
+                victim.future,
+                error=WorkerDiedError(
+                    f"worker process {pid} {ending} before it was ready, so the"
                     f" task could not start; its error output, if any, is above. The command was:"
                     f" {sys.executable} -c '<set sys.path>; {_WORKER_MAIN}' <fd> <pid>"
-                )
+                ),
             )
 
     def _pop_startable_task(self) -> _Task | None:
@@ -597,8 +622,28 @@ class _Pool:
         # Only after termination or a failure of this thread are tasks left over.
         orphans = [f for f in queued if f.set_running_or_notify_cancel()] + running
         for future in orphans:
-            future.set_exception(WorkerDiedError(f"the executor stopped after {reason}"))
+            _complete(future, error=WorkerDiedError(f"the executor stopped after {reason}"))
         atexit.unregister(self.terminate)
+
+
+def _complete(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Give ``future`` its result, or ``error``, from the manager thread, which its callbacks run in.
+
+    ``Future`` logs an ``Exception`` raised by a done-callback and goes on, but lets ``SystemExit``,
+    ``KeyboardInterrupt`` and other ``BaseException`` out of ``set_result``: that would end the
+    manager thread, and fail every other task. It is logged the way ``Future`` logs the others;
+    the callbacks added after the one that raised it do not run. An ``Exception`` out of
+    ``set_result`` is its own (the future was already done) and is a bug here: it propagates.
+    """
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            raise
+        _CALLBACK_LOGGER.exception("exception calling callback for %r", future)
 
 
 def _settle(future: Future[Any], reply: bytes) -> None:
@@ -607,16 +652,17 @@ def _settle(future: Future[Any], reply: bytes) -> None:
         message = pickle.loads(reply)
     except BaseException as exc:  # unpickling runs the task's code (SystemExit too): the task's
         # failure, not the executor's. Error replies hold only plain data, so this was a result.
-        future.set_exception(
-            RemoteTaskError(
+        _complete(
+            future,
+            error=RemoteTaskError(
                 f"{type(exc).__module__}.{type(exc).__qualname__}",
                 f"the task's result could not be unpickled in the parent process: {exc}",
                 "",
-            )
+            ),
         )
         return
     if message[0]:
-        future.set_result(message[1])
+        _complete(future, message[1])
         return
     _, pickled, type_name, text, remote_traceback = message
     error: object = None
@@ -626,7 +672,7 @@ def _settle(future: Future[Any], reply: bytes) -> None:
     if not isinstance(error, BaseException):
         error = RemoteTaskError(type_name, text, remote_traceback)
     error.__cause__ = _RemoteTraceback(remote_traceback)
-    future.set_exception(error)
+    _complete(future, error=error)
 
 
 def _describe_exit(returncode: int) -> str:
@@ -651,15 +697,25 @@ def _worker_command(fd: int) -> list[str]:
     after it, so that a user's ``secrets.py`` there cannot shadow the standard ``secrets``. Neither
     ``python -m`` (the current directory first) nor ``PYTHONPATH`` (its entries before the standard
     library, and inherited by what tasks start) can do that. amtlib's own directory is appended in
-    case this process found amtlib some other way; the worker sets this process's exact
-    ``sys.path`` again before any task runs. Entries that are neither str nor bytes are dropped:
-    the import system skips them anyway, and their repr may not be Python that runs there.
+    case this process found amtlib some other way; the worker sets this process's ``sys.path``
+    again, as ``_importable_sys_path`` gives it, before any task runs.
     """
-    path = [entry for entry in sys.path if isinstance(entry, (str, bytes))]
+    path = _importable_sys_path()
     if _AMTLIB_PARENT_DIR not in path:
         path.append(_AMTLIB_PARENT_DIR)
     bootstrap = f"import sys; sys.path[:] = {path!r}; {_WORKER_MAIN}"
     return [sys.executable, "-c", bootstrap, str(fd), str(os.getpid())]
+
+
+def _importable_sys_path() -> list[str]:
+    """This process's ``sys.path`` as the import system reads it: its str entries, in order.
+
+    The import system skips every other entry (bytes, ``pathlib.Path``, any object), so a worker
+    needs none of them; and one may not pickle (a lock), unpickle in a worker (an instance of a
+    class from ``__main__``) or have a repr that is Python, which would stop workers from starting.
+    Entries are made plain str for the same reason.
+    """
+    return [str(entry) for entry in sys.path if isinstance(entry, str)]
 
 
 # The watchdog's program, run as `python -S -c` in "/". It imports only posix, a

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import secrets
 import shutil
 import signal
@@ -77,6 +78,17 @@ def _block(started: str, release: str, value: int) -> int:
 def _exit_once_started(started: str, code: int) -> None:
     _wait_for(started)
     os._exit(code)
+
+
+def _sigkill_once_started(started: str) -> None:
+    _wait_for(started)
+    os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+
+
+def _close_every_descriptor(then_run_on: bool) -> None:
+    os.closerange(3, 65536)  # the worker's channel to the executor too
+    if then_run_on:
+        time.sleep(TIMEOUT)
 
 
 def _segfault_once_started(started: str) -> None:
@@ -335,6 +347,33 @@ def test_results_and_errors_whose_pickling_raises_anything_fail_only_their_task(
         assert executor.submit(_add, 1, 1).result(TIMEOUT) == 2
 
 
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt])
+def test_a_done_callback_raising_system_exit_or_keyboard_interrupt_fails_no_task(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, raised: type[BaseException]
+) -> None:
+    # Future lets a callback's BaseException out of set_result, into the thread that completes the
+    # future: it ended the manager thread, and every other task failed.
+    def callback(future: object) -> None:
+        raise raised("from a done-callback")
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    with ProcessExecutor(2) as executor:
+        futures = [
+            executor.submit(_block, f"{p}.started", f"{p}.release", i)
+            for i, p in [(1, first), (2, second)]
+        ]
+        _wait_for(f"{first}.started")
+        futures[0].add_done_callback(callback)  # before it is done: the manager thread runs it
+        Path(f"{first}.release").touch()
+        assert futures[0].result(TIMEOUT) == 1
+        Path(f"{second}.release").touch()
+        assert futures[1].result(TIMEOUT) == 2  # it ran alongside, and completes after the callback
+        assert executor.submit(_add, 1, 2).result(TIMEOUT) == 3
+    [record] = [r for r in caplog.records if r.name == "concurrent.futures"]
+    assert record.getMessage().startswith("exception calling callback for <Future")
+    assert record.exc_info is not None and record.exc_info[0] is raised
+
+
 def test_a_task_that_leaves_a_stdout_without_flush_keeps_its_result() -> None:
     # The worker's flush after the task raised AttributeError and the worker died: the result was
     # lost, reported as SIGKILL "out of memory" (an executor fuzz).
@@ -370,8 +409,12 @@ def test_user_prints_do_not_break_the_channel(capfd: pytest.CaptureFixture[str])
     [
         (lambda started: (_exit_once_started, started, 3), "exited with code 3"),
         (lambda started: (_segfault_once_started, started), "died with SIGSEGV"),
+        (
+            lambda started: (_sigkill_once_started, started),
+            r"died with SIGKILL \(the system may have run out of memory\)",
+        ),
     ],
-    ids=["os._exit(3)", "segfault"],
+    ids=["os._exit(3)", "segfault", "SIGKILL"],
 )
 def test_a_dying_worker_fails_only_its_task(
     tmp_path: Path, crash: Callable[[str], tuple[Any, ...]], expected: str
@@ -394,6 +437,61 @@ def test_a_dying_worker_fails_only_its_task(
         assert [f.result(TIMEOUT) for f in queued] == [1, 2, 3, 4]
         assert executor.submit(_add, 5).result(TIMEOUT) == 5
     assert _children() <= before
+
+
+@pytest.mark.parametrize(
+    ("then_run_on", "grace", "expected"),
+    [
+        (
+            False,
+            TIMEOUT,  # however slow this machine is, the worker exits by itself first
+            r"exited with code 74 \(its channel to the executor broke\) while running the task",
+        ),
+        (
+            True,
+            0.1,
+            r"closed its channel to the executor and had not exited 0\.1 s later, so the executor"
+            r" killed it \(SIGKILL\) while running the task",
+        ),
+    ],
+    ids=["then returns", "then runs on"],
+)
+def test_a_task_that_closes_its_workers_channel_is_not_blamed_on_memory(
+    monkeypatch: pytest.MonkeyPatch, then_run_on: bool, grace: float, expected: str
+) -> None:
+    # The executor killed the worker (SIGKILL) on its channel's end of file, and a worker killed
+    # itself when it could not send its reply: the task failed with "died with SIGKILL (the system
+    # may have run out of memory)".
+    monkeypatch.setattr("amtlib.executors._END_OF_FILE_GRACE_SECONDS", grace, raising=False)
+    with ProcessExecutor(1) as executor:
+        error = executor.submit(_close_every_descriptor, then_run_on).exception(TIMEOUT)
+        assert isinstance(error, WorkerDiedError)
+        assert re.search(rf"^worker process \d+ {expected}\. Fix: close only the file", str(error))
+        assert executor.submit(_add, 1, 1).result(TIMEOUT) == 2  # a replacement
+
+
+def test_a_worker_that_exits_soon_after_closing_its_channel_gets_its_own_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a Python worker does when it exits with an error: its interpreter's teardown closes the
+    # channel, and the exit code comes later. It was killed at the end of file, and reported as
+    # "died with SIGKILL (the system may have run out of memory)".
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys, time\n"
+        "os.close(int(sys.argv[3]))  # run as: python -c <bootstrap> <fd> <pid>\n"
+        "time.sleep(0.2)\n"
+        "sys.exit(3)\n"
+    )
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+    monkeypatch.setattr("amtlib.executors._END_OF_FILE_GRACE_SECONDS", TIMEOUT, raising=False)
+    with (
+        ProcessExecutor(1) as executor,
+        pytest.raises(WorkerDiedError, match=r"exited with code 3 before it was ready"),
+    ):
+        executor.submit(_add, 1).result(TIMEOUT)
 
 
 def test_kill_stops_a_running_task_and_what_it_started(tmp_path: Path) -> None:
@@ -946,7 +1044,7 @@ def test_worker_command_gives_the_worker_the_parents_sys_path(
     probe = "print(repr(sys.path))"  # nothing to import: the made-up sys.path has no stdlib
     for path, expected in [
         (["/a", "", root, "/b"], ["/a", "", root, "/b"]),
-        (["/a", Path("/p"), "/b"], ["/a", "/b", root]),
+        (["/a", Path("/p"), b"/c", "/b"], ["/a", "/b", root]),
     ]:
         monkeypatch.setattr(sys, "path", path)
         command = _worker_command(99)
@@ -963,6 +1061,17 @@ def test_worker_command_gives_the_worker_the_parents_sys_path(
             check=True,
         )
         assert ast.literal_eval(shown.stdout) == expected
+
+
+def test_a_sys_path_entry_that_cannot_be_pickled_does_not_stop_the_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # sys.path went to each worker pickled, entries the import system skips included: pickling
+    # this one raised in the manager thread, which ended, and every task failed.
+    importable = list(sys.path)
+    monkeypatch.setattr(sys, "path", [*importable, threading.Lock()])
+    with ProcessExecutor(1) as executor:
+        assert executor.submit(lambda: sys.path).result(TIMEOUT) == importable
 
 
 @pytest.mark.parametrize("pythonpath", [None, "/nonexistent/a" + os.pathsep + "/nonexistent/b"])
