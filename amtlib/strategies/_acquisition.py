@@ -66,14 +66,18 @@ def _log_h(z: FloatArray) -> FloatArray:
     return out
 
 
-def _z_and_std(mean: ArrayLike, std: ArrayLike, best: float) -> tuple[FloatArray, FloatArray]:
+def _z_and_std(
+    mean: ArrayLike, std: ArrayLike, best: float | FloatArray
+) -> tuple[FloatArray, FloatArray]:
     mean_arr = np.asarray(mean, dtype=float)
     std_arr = np.maximum(np.asarray(std, dtype=float), _MIN_STD)
     z = np.maximum((best - mean_arr) / std_arr, _MIN_Z)
     return z, std_arr
 
 
-def log_expected_improvement(mean: ArrayLike, std: ArrayLike, best: float) -> FloatArray:
+def log_expected_improvement(
+    mean: ArrayLike, std: ArrayLike, best: float | FloatArray
+) -> FloatArray:
     """Log of the expected improvement below ``best`` of ``N(mean, std**2)`` (minimisation).
 
     Finite and strictly monotone (decreasing in ``mean``, increasing in ``std``) far into the tail
@@ -83,7 +87,7 @@ def log_expected_improvement(mean: ArrayLike, std: ArrayLike, best: float) -> Fl
     Args:
         mean: Posterior means, any shape.
         std: Posterior standard deviations, broadcastable with ``mean``.
-        best: Value to improve upon (the incumbent), same units as ``mean``.
+        best: Value to improve upon (the incumbent), same units as ``mean``; or one per point.
 
     Returns:
         ``log(E[max(best - Y, 0)])`` elementwise.
@@ -93,7 +97,7 @@ def log_expected_improvement(mean: ArrayLike, std: ArrayLike, best: float) -> Fl
 
 
 def log_expected_improvement_grad(
-    mean: ArrayLike, std: ArrayLike, best: float
+    mean: ArrayLike, std: ArrayLike, best: float | FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """`log_expected_improvement` and its partial derivatives in ``mean`` and in ``std``.
 
