@@ -482,3 +482,25 @@ def test_spaces_without_categories_are_unaffected_by_categorical_local_every():
     assert on == off
     assert "CategoricalLocalEvery" not in BayesianStrategy(space, seed=0).describe()
     assert BayesianStrategy(OPTIMISER_SPACE, seed=0).describe()["CategoricalLocalEvery"] == 3
+
+
+def test_a_job_running_outside_the_leading_category_is_believed_at_its_mean():
+    # Its optimistic fantasy would invent an optimum in that category and pull plain suggestions
+    # after it: with spread false both fantasies hold its posterior mean (a kriging believer).
+    from amtlib.strategies._acquisition import log_ei_acquisition
+    from amtlib.strategies._gp import fit_gp
+    from amtlib.strategies.bayesian import _pending_aware
+
+    space = SearchSpace({"x": ContinuousParameter(0, 1), "c": CategoricalParameter(["a", "b"])})
+    configs = [{"x": x, "c": c} for x in (0.1, 0.4, 0.7, 0.9) for c in ("a", "b")]
+    X = np.array([space.encode(p) for p in configs])
+    y = np.array([(p["x"] - 0.3) ** 2 + (0.5 if p["c"] == "b" else 0.0) for p in configs])
+    model = fit_gp(X, y, np.random.default_rng(0))
+    running = np.array([space.encode({"x": 0.55, "c": "b"})])
+    mean, _ = model.predict(running)
+    believer = log_ei_acquisition(model.condition_on(running, mean), min(model.incumbent, mean[0]))
+    query = np.array([space.encode({"x": x, "c": c}) for x in (0.2, 0.5, 0.6) for c in ("a", "b")])
+    kept_out = _pending_aware(model, model.incumbent, running, spread=np.array([False]))
+    np.testing.assert_allclose(kept_out(query)[0], believer(query)[0], rtol=1e-9, atol=1e-9)
+    spread = _pending_aware(model, model.incumbent, running, spread=np.array([True]))
+    assert not np.allclose(spread(query)[0], believer(query)[0])
