@@ -229,7 +229,7 @@ class Tuner:
             1 is ASHA), ``rungs`` (``"pooled"``/``"per_bracket"``), ``bracket_selection``
             (``"adaptive"``/``"fixed"``), case-insensitive; AMT's ``MinResource``/``MaxResource``
             also work, at the top level or in ``{"HyperbandStrategyConfig": {...}}``.
-            Bayesian: ``initial_design_size``, ``n_candidates``.
+            Bayesian: ``initial_design_size``, ``n_candidates``, ``categorical_local_every``.
         max_jobs: training jobs to launch in all, failed ones included. Grid: the grid's size (the
             default), and only that; a grid over ``MAX_GRID_SIZE`` (1,000,000) configurations is
             refused. Others: default 1, as in the SDK (with a warning). Integer arguments take numpy

@@ -260,6 +260,8 @@ class BayesianStrategy(Strategy):
         initial_design_size: jobs laid out by a Latin hypercube first. Default
             ``min(max(5, d + 1), 10)`` for ``d`` ranges.
         n_candidates: random candidates scored per suggestion (default 1024).
+        categorical_local_every: with categorical ranges, one suggestion in this many measures
+            improvement against the best job of its own categorical values (default 3; 0: never).
     """
 
     name = "Bayesian"
