@@ -123,18 +123,23 @@ class Acquisition(Protocol):
     ) -> tuple[FloatArray, FloatArray | None]: ...
 
 
-def log_ei_acquisition(model: GaussianProcess, best: float) -> Acquisition:
+def log_ei_acquisition(
+    model: GaussianProcess, best: float | Callable[[FloatArray], FloatArray]
+) -> Acquisition:
     """Log expected improvement of ``model`` below ``best`` (both on the model's scale).
 
     Pass ``best = fitted.incumbent`` of the model fitted to the finished jobs even when ``model``
     is that model conditioned on running jobs. ``model.improvement_in_original_units(exp(value))``
     turns a value into "how much better than the incumbent the point plausibly is", in objective
-    units, for completion criteria.
+    units, for completion criteria. ``best`` may also map the points ``(q, d)`` to one incumbent
+    each (the Bayesian strategy's category-local suggestions).
     """
+    incumbent = best
 
     def acquisition(
         X: FloatArray, return_grad: bool = False
     ) -> tuple[FloatArray, FloatArray | None]:
+        best = incumbent(X) if callable(incumbent) else incumbent
         if not return_grad:
             mean, var = model.predict(X)
             return log_expected_improvement(mean, np.sqrt(var), best), None

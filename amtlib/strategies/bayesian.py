@@ -225,24 +225,6 @@ class _CombinationIncumbents:
         return X[[self._row[key] for key in best]]
 
 
-def _local_acquisition(model: GaussianProcess, incumbents: _CombinationIncumbents) -> Any:
-    """Log expected improvement of each point below its combination's incumbent."""
-
-    def acquisition(
-        X: np.ndarray, return_grad: bool = False
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        best = incumbents.rows(X)
-        if not return_grad:
-            mean, var = model.predict(X)
-            return log_expected_improvement(mean, np.sqrt(var), best), None
-        mean, var, d_mean, d_var = model.predict_with_grad(X)
-        std = np.sqrt(var)
-        value, g_mean, g_std = log_expected_improvement_grad(mean, std, best)
-        return value, g_mean[:, None] * d_mean + (g_std / (2.0 * std))[:, None] * d_var
-
-    return acquisition
-
-
 def _scaling_options(param: _NumericParameter) -> list[ScalingType]:
     """Encodings the model may choose between for an ``Auto`` range."""
     options = [ScalingType.LINEAR]
@@ -488,7 +470,7 @@ class BayesianStrategy(Strategy):
                 )
             acquisition = _pending_aware(fitted, best, running, incumbents, spread)
         elif incumbents is not None:
-            acquisition = _local_acquisition(fitted, incumbents)
+            acquisition = log_ei_acquisition(fitted, incumbents.rows)
         else:
             acquisition = log_ei_acquisition(fitted, best)
         if excluded:
