@@ -87,8 +87,8 @@ _MAY_BE_ZERO = frozenset({"categorical_local_every"})
 _MAX_SETTING = 1_000_000
 # One suggestion in this many is category-local when the space has categorical ranges (see
 # _CombinationIncumbents). Measured on benchmarks/quality.py's lr_toy and mixed, 60 seeds each:
-# runs left in a wrong category fell from 19 and 34 to 2 and 9; every second suggestion left fewer
-# (0 and 11) but cost more precision in the runs that were not stuck.
+# runs left in a wrong category fell from 19 and 34 to 2 and 10; every second suggestion left about
+# as many (0 and 11) but cost more precision in the runs that were not stuck.
 _CATEGORICAL_LOCAL_EVERY = 3
 # Anchors of a category-local suggestion: the best job of each of this many combinations.
 _LOCAL_ANCHORS = 10
@@ -125,7 +125,7 @@ def _pending_aware(
     (geometric mean), with diverse suggestions, at twice the cost of scoring one model.
 
     With ``incumbents`` (a category-local suggestion), each point's incumbent is the best of its
-    own categorical values, a running job's fantasy counting only for the jobs that share its.
+    own categorical values, a running job's fantasy counting only for the points that share its.
     Running jobs where ``spread`` is false get their posterior mean in both fantasies (a kriging
     believer).
     """
