@@ -246,17 +246,7 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
             if isinstance(exc, KeyboardInterrupt) and _may_be_ctrl_c(spec):
                 raise
             if job.decision is None:
-                return JobOutcome(
-                    status=TrainingJobStatus.FAILED,
-                    objective_status=ObjectiveStatus.FAILED,
-                    objective_value=None,
-                    metrics={**spec.reported, **last_reported(job.reports)},
-                    failure_reason=f"{type(exc).__name__}: {exc}",
-                    traceback=traceback.format_exc(),
-                    start_time=start,
-                    end_time=time.time(),
-                    reports=job.reports,
-                )
+                return _failed(spec, job.reports, start, f"{type(exc).__name__}: {exc}")
             # The tuner had stopped or paused the job and its clean-up (saving a checkpoint,
             # say) failed: what it reported stands, as in AMT, but it cannot resume from a pause.
             crashed = (f"{type(exc).__name__}: {exc}", traceback.format_exc())
@@ -274,20 +264,28 @@ def run_training_job(spec: JobSpec) -> JobOutcome:
     try:
         return _outcome(spec, result, reports, decision, crashed, start)
     except Exception as exc:  # what the function returned defeated us: its failure, not a worker's
-        return JobOutcome(
-            status=TrainingJobStatus.FAILED,
-            objective_status=ObjectiveStatus.FAILED,
-            objective_value=None,
-            metrics={**spec.reported, **last_reported(reports)},
-            failure_reason=(
-                f"Objective: amtlib could not record what the training function returned "
-                f"({type(exc).__name__}: {exc})."
-            ),
-            traceback=traceback.format_exc(),
-            start_time=start,
-            end_time=time.time(),
-            reports=reports,
+        return _failed(
+            spec,
+            reports,
+            start,
+            f"Objective: amtlib could not record what the training function returned "
+            f"({type(exc).__name__}: {exc}).",
         )
+
+
+def _failed(spec: JobSpec, reports: tuple[Report, ...], start: float, reason: str) -> JobOutcome:
+    """A failed job's outcome, with what it reported and the traceback being handled."""
+    return JobOutcome(
+        status=TrainingJobStatus.FAILED,
+        objective_status=ObjectiveStatus.FAILED,
+        objective_value=None,
+        metrics={**spec.reported, **last_reported(reports)},
+        failure_reason=reason,
+        traceback=traceback.format_exc(),
+        start_time=start,
+        end_time=time.time(),
+        reports=reports,
+    )
 
 
 def _outcome(

@@ -645,8 +645,11 @@ class Run:
         limit = self.limits.max_runtime_in_seconds
         if limit is None:
             return None
-        spent = self.runtime_before + self.clock() - self.started
-        return max(0.0, limit - spent)
+        return max(0.0, limit - self.runtime())
+
+    def runtime(self) -> float:
+        """Seconds the tuning job has run, earlier fit() calls included."""
+        return self.runtime_before + self.clock() - self.started
 
     def stop_all(self, reason: str) -> None:
         """Launch nothing more; kill running jobs where the executor can, else stop them at their
@@ -719,7 +722,7 @@ class Run:
         return "MaxNumberOfTrainingJobs reached"
 
     def save_state(self, **changes: Any) -> None:
-        changes["runtime_seconds"] = self.runtime_before + self.clock() - self.started
+        changes["runtime_seconds"] = self.runtime()
         if changes.get("end_time") is not None:
             changes["completion_reason"] = self.completion_reason()
         self.state.update(
@@ -739,8 +742,7 @@ class Run:
             with self.lock:
                 if time.monotonic() - self.state_saved < _STATE_EVERY_SECONDS:
                     continue
-                runtime = self.runtime_before + self.clock() - self.started
-                self.state.update(runtime_seconds=runtime, last_modified_time=time.time())
+                self.state.update(runtime_seconds=self.runtime(), last_modified_time=time.time())
                 try:
                     self.store.set_tuning_job_state(self.name, self.state)
                 except Exception:  # the loop's own save reports store errors; never die here

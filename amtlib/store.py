@@ -327,12 +327,15 @@ class SQLiteStore:
 
     def put_training_job(self, tuning_job: str, job: TrainingJob) -> None:
         """Insert or replace a training job's record (reports are kept apart), committed on return."""
-        record = _dumps(job.to_dict(with_reports=False))
         with self._transaction():
-            self._conn.execute(
-                "INSERT OR REPLACE INTO training_jobs VALUES (?, ?, ?)",
-                (tuning_job, job.index, record),
-            )
+            self._write_job(tuning_job, job)
+
+    def _write_job(self, tuning_job: str, job: TrainingJob) -> None:
+        """The record's row, inside the caller's transaction."""
+        self._conn.execute(
+            "INSERT OR REPLACE INTO training_jobs VALUES (?, ?, ?)",
+            (tuning_job, job.index, _dumps(job.to_dict(with_reports=False))),
+        )
 
     def add_report(self, tuning_job: str, index: int, seq: int, report: Report) -> None:
         """Append one intermediate report of a training job, committed on return."""
@@ -350,10 +353,7 @@ class SQLiteStore:
                 "DELETE FROM reports WHERE tuning_job=? AND idx=?", (tuning_job, index)
             )
             if job is not None:
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO training_jobs VALUES (?, ?, ?)",
-                    (tuning_job, job.index, _dumps(job.to_dict(with_reports=False))),
-                )
+                self._write_job(tuning_job, job)
 
     def get_training_jobs(self, tuning_job: str) -> list[TrainingJob]:
         """Every training job of a tuning job, in index order, with its reports."""
